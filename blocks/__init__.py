@@ -1,0 +1,1 @@
+"""Prefect Block classes for typed configuration and secrets (see blocks/*.py)."""

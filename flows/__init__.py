@@ -1,0 +1,1 @@
+"""Prefect flows for the swarm cluster."""

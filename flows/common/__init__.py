@@ -1,0 +1,1 @@
+"""Shared pieces: settings, database access, errors, artifacts, event names."""
