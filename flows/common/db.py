@@ -87,7 +87,9 @@ class Database:
                 return psycopg.connect(self.url, connect_timeout=5)
             except psycopg.OperationalError as exc:
                 reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise ServiceUnavailable(f"cannot reach the ledger at {redact_url(self.url)}: {reason}") from exc
+                raise ServiceUnavailable(
+                    f"cannot reach the ledger at {redact_url(self.url)}: {reason}"
+                ) from exc
         try:
             self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             raw = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None)

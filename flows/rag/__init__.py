@@ -1,0 +1,1 @@
+"""The RAG lifecycle: sources, planning, parsing, embedding, the vector store and their flows."""

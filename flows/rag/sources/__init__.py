@@ -1,0 +1,1 @@
+"""Document sources behind one interface (see base.py)."""
