@@ -185,3 +185,35 @@ def snapshot_collection(
             f"Qdrant snapshot {info['name']} is {dest.stat().st_size} bytes, server said {info['size']}"
         )
     return sha
+
+
+def restore_snapshot(
+    url: str,
+    name: str,
+    path: Path,
+    api_key: str | None = None,
+    overwrite: bool = False,
+    timeout_s: float = 3600,
+) -> str:
+    """Upload a snapshot file as collection ``name`` (snapshot data wins over any existing points)."""
+    headers = {"api-key": api_key} if api_key else {}
+    base = url.rstrip("/")
+    with httpx.Client(headers=headers, timeout=timeout_s, trust_env=False) as http:
+        existing = http.get(f"{base}/collections/{name}")
+        if existing.status_code == 200:
+            points = (existing.json().get("result") or {}).get("points_count") or 0
+            if points and not overwrite:
+                raise BackupFailed(
+                    f"Qdrant collection {name} exists and holds {points} points: pass overwrite=True"
+                )
+        with path.open("rb") as fh:
+            resp = http.post(
+                f"{base}/collections/{name}/snapshots/upload",
+                params={"priority": "snapshot", "wait": "true"},
+                files={"snapshot": (path.name, fh, "application/octet-stream")},
+            )
+        if resp.status_code != 200:
+            raise BackupFailed(
+                f"Qdrant snapshot upload into {name} failed: HTTP {resp.status_code} {resp.text[:200]}"
+            )
+    return f"snapshot {path.name} recovered into {name}"
