@@ -1,7 +1,8 @@
 """Local HTTP servers on 127.0.0.1 that answer like the cluster's services (health endpoints only).
 
 Each fake is a real HTTP server, so the probes run through httpx exactly as against the real thing.
-A route maps a path to (status code, body); ``delay_s`` makes every answer hang that long.
+A route maps a path (GET) or ``"METHOD /path"`` to (status code, body: JSON value, text or bytes);
+``delay_s`` makes every answer hang that long; ``requests`` lists what was asked.
 """
 
 from __future__ import annotations
@@ -42,20 +43,43 @@ HEALTHY: dict[str, Routes] = {
 class _Handler(BaseHTTPRequestHandler):
     server: _FakeServer
 
-    def do_GET(self) -> None:
+    def _answer(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)  # uploads are read and dropped
+        path = self.path.split("?", 1)[0]
+        self.server.requests.append((method, path, length))
         if self.server.delay_s:
             time.sleep(self.server.delay_s)
-        path = self.path.split("?", 1)[0]
-        code, body = self.server.routes.get(path, (404, {"error": "not found"}))
-        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        routes = self.server.routes
+        found = routes.get(f"{method} {path}") or (routes.get(path) if method == "GET" else None)
+        code, body = found or (404, {"error": "not found"})
+        if isinstance(body, bytes):
+            raw, ctype = body, "application/octet-stream"
+        elif isinstance(body, str):
+            raw, ctype = body.encode(), "text/plain"
+        else:
+            raw, ctype = json.dumps(body).encode(), "application/json"
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+            self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the probe gave up (timeout): nothing to answer
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -68,6 +92,7 @@ class _FakeServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes = dict(routes)
         self.delay_s = delay_s
+        self.requests: list[tuple[str, str, int]] = []
 
     @property
     def url(self) -> str:
