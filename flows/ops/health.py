@@ -4,7 +4,8 @@ Probes every service of the inventory concurrently, each with its own timeout, p
 disks (GPU and disk probes of other nodes are reported ``skipped``: deploy this flow on their pools with
 ``local_node`` set to cover them). Writes a table artifact ``health-report``, Prometheus metrics (textfile or
 Pushgateway), and the per-service state in the ledger (table ``health_state``); emits
-``swarm.service.down`` / ``swarm.service.recovered`` on state changes only.
+``swarm.service.down`` / ``swarm.service.recovered`` on state changes only (state mirrored to a local JSON
+file, which stands in while the ledger itself is unreachable).
 
 A service being down never fails the run: the run *records* it. The run fails only on bad parameters or its
 own bugs. Safe to re-run at any time.
@@ -26,7 +27,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 
 from flows.common.db import Database, utc_now
-from flows.common.errors import ConfigError
+from flows.common.errors import ConfigError, ServiceUnavailable
 from flows.common.events import service_resource_id
 from flows.ops import health_state, metrics
 from flows.ops.inventory import Service, load_inventory
@@ -86,10 +87,19 @@ def publish_metrics(
 
 
 @task(task_run_name="record-transitions")
-def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int) -> list[str]:
-    """Update the stored state and emit one event per state change."""
-    db = Database(ledger_url)
-    previous = health_state.load_state(db)
+def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int, mirror: Path) -> list[str]:
+    """Update the stored state and emit one event per state change.
+
+    The ledger may live on a service this sweep just found down: then the local mirror file stands in,
+    so alerts keep flowing (the ledger catches up on the next sweep that reaches it).
+    """
+    logger = get_run_logger()
+    db: Database | None = Database(ledger_url)
+    try:
+        previous = health_state.load_state(db)
+    except ServiceUnavailable as exc:
+        logger.warning("ledger unavailable, using %s: %s", mirror, exc)
+        db, previous = None, health_state.load_state_file(mirror)
     state, transitions = health_state.advance(previous, rows, utc_now(), down_after)
     for t in transitions:
         emit_event(
@@ -102,7 +112,9 @@ def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int) 
             },
             payload={"status": t.row.status, "previous": t.previous, "detail": t.row.detail},
         )
-    health_state.save_state(db, state)
+    health_state.save_state_file(mirror, state)
+    if db is not None:
+        health_state.save_state(db, state)
     return [f"{t.event} {t.row.key}" for t in transitions]
 
 
@@ -116,6 +128,7 @@ def health(
     pushgateway: str | None = None,
     down_after: int = 1,
     verify_tls: bool = True,
+    state_file: str = ".data/health_state.json",
 ) -> dict[str, Any]:
     """Probe every service, publish the table, metrics and state-change events; return a summary."""
     if timeout_s <= 0:
@@ -123,6 +136,8 @@ def health(
     if down_after < 1:
         raise ConfigError(f"down_after must be at least 1, got {down_after}")
     logger = get_run_logger()
+    ledger = ledger_url or default_ledger_url()
+    Database(ledger)  # a malformed URL is a bad parameter: fail before probing anything
     services = load_inventory(Path(inventory) if isinstance(inventory, str) else inventory)
     start = time.perf_counter()
     rows = run_async(sweep_inventory(services, local_node or this_node(), timeout_s, verify_tls))
@@ -138,7 +153,7 @@ def health(
     except Exception as exc:  # metrics are a side channel: a full disk there must not hide the sweep
         logger.warning("metrics not published: %s", exc)
         summary["metrics"] = f"failed: {exc}"
-    summary["events"] = record_transitions(rows, ledger_url or default_ledger_url(), down_after)
+    summary["events"] = record_transitions(rows, ledger, down_after, Path(state_file))
     for r in rows:
         if r.status in (DOWN, DEGRADED):
             logger.warning("%s is %s: %s", r.key, r.status, r.detail)

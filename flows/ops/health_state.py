@@ -7,8 +7,10 @@ A service that keeps failing stays silent; "unknown" and "skipped" results leave
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from flows.common.db import Database, utc_now
 from flows.common.events import SERVICE_DOWN, SERVICE_RECOVERED
@@ -84,3 +86,19 @@ def save_state(db: Database, state: Mapping[str, ServiceState]) -> None:
             " changed_at = excluded.changed_at, updated_at = excluded.updated_at",
             [(k, s.status, s.down_streak, int(s.alerted), s.changed_at, now) for k, s in state.items()],
         )
+
+
+def load_state_file(path: Path) -> dict[str, ServiceState]:
+    """The local mirror of the state, used when the ledger itself is unreachable; empty if unreadable."""
+    try:
+        raw = json.loads(path.read_text())
+        return {k: ServiceState(**v) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def save_state_file(path: Path, state: Mapping[str, ServiceState]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k: asdict(v) for k, v in state.items()}))
+    tmp.replace(path)

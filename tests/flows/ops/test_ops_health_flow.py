@@ -48,8 +48,14 @@ def test_health_flow_reports_down_once_and_recovery_once(
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     textfile = tmp_path / "prom" / "swarm_health.prom"
     with fake_cluster(overrides={"vault": {"/v1/sys/health": (503, {"sealed": True})}}) as urls:
-        params = {"inventory": inventory(urls, tmp_path), "ledger_url": ledger, "textfile": str(textfile),
-                  "local_node": "oracle", "timeout_s": 2.0}  # fmt: skip
+        params = {
+            "inventory": inventory(urls, tmp_path),
+            "ledger_url": ledger,
+            "textfile": str(textfile),
+            "local_node": "oracle",
+            "timeout_s": 2.0,
+            "state_file": str(tmp_path / "state.json"),
+        }
         first = health(**params)
         assert first["down"] == ["oracle.vault"]
         assert first["counts"]["up"] == 14 and first["counts"]["skipped"] == 1
@@ -78,3 +84,21 @@ def test_health_flow_rejects_bad_parameters(tmp_path: Path) -> None:
                ledger_url=f"sqlite:///{tmp_path / 'l.db'}")  # fmt: skip
     with pytest.raises(ConfigError, match="cannot read inventory file"):
         health(inventory=str(tmp_path / "missing.yaml"), ledger_url=f"sqlite:///{tmp_path / 'l.db'}")
+    with pytest.raises(ConfigError, match="is not supported"):
+        health(ledger_url="mysql://x/y")
+
+
+def test_health_flow_keeps_alerting_when_the_ledger_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(health_module, "emit_event", lambda event, resource, payload: sent.append(event))
+    params = {
+        "inventory": [{"name": "vault", "kind": "vault", "node": "oracle", "url": "http://127.0.0.1:1"}],
+        "ledger_url": "postgresql://postgres@127.0.0.1:1/ledger",  # nothing listens there
+        "textfile": str(tmp_path / "m.prom"),
+        "state_file": str(tmp_path / "state.json"),
+    }
+    assert health(**params)["down"] == ["oracle.vault"]
+    assert health(**params)["events"] == []  # the mirror file remembers the first alert
+    assert sent == [SERVICE_DOWN]
