@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,16 @@ def prune_series(kind: str, target: str, policy: Policy, ledger_url: str) -> lis
     return pruned
 
 
+def collection_names(client: QdrantClient) -> list[str]:
+    return [c.name for c in client.get_collections().collections]
+
+
 def qdrant_client(url: str | None, path: str | None, api_key: str | None) -> QdrantClient:
-    return QdrantClient(path=path) if path else QdrantClient(url=url, api_key=api_key, timeout=60)
+    return (
+        QdrantClient(path=path)
+        if path
+        else QdrantClient(url=url, api_key=api_key, timeout=60, check_compatibility=False)
+    )
 
 
 @flow(name="backup")
@@ -173,8 +182,25 @@ def backup(
     def go(kind: str, target: str, ext: str, work: Work) -> None:
         entries.append(run_backup(kind, target, root, ext, work, ledger))
 
+    def listed(kind: str, lister: Callable[[], list[Any]]) -> list[Any]:
+        """What to back up; a store that cannot even be listed is one failed backup, not a crash."""
+        try:
+            return lister()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+            def fail(_path: Path) -> str:
+                raise BackupFailed(f"cannot list what to back up: {reason}")
+
+            go(kind, "all", "none", fail)
+            return []
+
     if postgres_dsn:
-        for db in databases if databases is not None else pg.list_databases(postgres_dsn):
+        for db in (
+            databases
+            if databases is not None
+            else listed("postgres", lambda: pg.list_databases(postgres_dsn))
+        ):
             go("postgres", db, "dump", postgres_work(postgres_dsn, db, root, min_free_bytes))
         if include_globals:
             go("postgres-globals", pg.base_database_of(postgres_dsn), "sql", globals_work(postgres_dsn))
@@ -182,22 +208,18 @@ def backup(
         go("redis", redis_url.split("://")[-1].split("/")[0].replace(":", "-"), "rdb",
            redis_work(redis_url, root, min_free_bytes))  # fmt: skip
     if qdrant_path or qdrant_url:
-        client = qdrant_client(qdrant_url, qdrant_path, api_key)
-        try:
-            names = qdrant_collections or [c.name for c in client.get_collections().collections]
-            for name in names:
-                if qdrant_path or qdrant_mode == "export":
-                    go(
-                        "qdrant-export",
-                        name,
-                        "jsonl.gz",
-                        qdrant_export_work(client, name, root, min_free_bytes),
-                    )
-                else:
-                    work = qdrant_snapshot_work(str(qdrant_url), name, api_key, root, min_free_bytes)
-                    go("qdrant-snapshot", name, "snapshot", work)
-        finally:
-            client.close()
+        for client in listed("qdrant", lambda: [qdrant_client(qdrant_url, qdrant_path, api_key)]):
+            try:
+                names = qdrant_collections or listed("qdrant", partial(collection_names, client))
+                for name in names:
+                    if qdrant_path or qdrant_mode == "export":
+                        work = qdrant_export_work(client, name, root, min_free_bytes)
+                        go("qdrant-export", name, "jsonl.gz", work)
+                    else:
+                        work = qdrant_snapshot_work(str(qdrant_url), name, api_key, root, min_free_bytes)
+                        go("qdrant-snapshot", name, "snapshot", work)
+            finally:
+                client.close()
 
     failed = [e for e in entries if e.status == BAD]
     failed_series = {(e.kind, e.target) for e in failed}

@@ -135,18 +135,34 @@ def verify_dump(path: Path, base_dsn: str, expected: dict[str, int]) -> str:
 
 
 def restore_database(path: Path, base_dsn: str, dbname: str, overwrite: bool = False) -> str:
-    """Put a dump back as ``dbname``; a live (existing, non-empty) database is only replaced on request."""
-    if database_exists(base_dsn, dbname):
-        if not database_is_empty(base_dsn, dbname) and not overwrite:
-            raise BackupFailed(
-                f"database {dbname} exists and holds tables: pass overwrite=True to replace it, or restore"
-                " under another name"
+    """Put a dump back as ``dbname``; a live (existing, non-empty) database is only replaced on request.
+
+    The dump is restored into a scratch database first and renamed into place only once that succeeded,
+    so a restore that fails halfway never leaves the target dropped.
+    """
+    exists = database_exists(base_dsn, dbname)
+    if exists and not overwrite and not database_is_empty(base_dsn, dbname):
+        raise BackupFailed(
+            f"database {dbname} exists and holds tables: pass overwrite=True to replace it, or restore"
+            " under another name"
+        )
+    staging = f"swarm_scratch_{uuid.uuid4().hex[:12]}"
+    create_database(base_dsn, staging)
+    try:
+        pg_restore_into(path, base_dsn, staging)
+        with psycopg.connect(dsn_for(base_dsn, staging), connect_timeout=10) as conn:
+            counts = table_counts(conn)
+        if exists:
+            drop_database(base_dsn, dbname)
+        with _admin(base_dsn) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(staging), sql.Identifier(dbname)
+                )
             )
-        drop_database(base_dsn, dbname)
-    create_database(base_dsn, dbname)
-    pg_restore_into(path, base_dsn, dbname)
-    with psycopg.connect(dsn_for(base_dsn, dbname), connect_timeout=10) as conn:
-        counts = table_counts(conn)
+    except BaseException:
+        drop_database(base_dsn, staging)
+        raise
     return f"restored {len(counts)} tables, {sum(counts.values())} rows into {dbname}"
 
 

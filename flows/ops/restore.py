@@ -62,7 +62,9 @@ def restore(
         message = pg.restore_database(path, postgres_dsn, name, overwrite)
     elif entry.kind == "qdrant-export":
         client = (
-            QdrantClient(path=qdrant_path) if qdrant_path else QdrantClient(url=qdrant_url, api_key=api_key)
+            QdrantClient(path=qdrant_path)
+            if qdrant_path
+            else QdrantClient(url=qdrant_url, api_key=api_key, check_compatibility=False)
         )
         try:
             message = f"restored {bq.restore_export(client, path, name, overwrite)} points into {name}"

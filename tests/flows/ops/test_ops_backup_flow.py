@@ -135,3 +135,21 @@ def test_bad_parameters_fail_fast(tmp_path: Path) -> None:
         backup(backup_dir=str(tmp_path), qdrant_mode="rsync")
     with pytest.raises(ConfigError, match="no backup 'nope'"):
         restore("nope", ledger_url=f"sqlite:///{tmp_path / 'l.db'}")
+
+
+def test_unreachable_stores_are_failed_backups_not_crashes(tmp_path: Path, events: list) -> None:
+    params = {
+        "backup_dir": str(tmp_path / "backups"),
+        "postgres_dsn": "postgresql://postgres@127.0.0.1:1/postgres",
+        "include_globals": False,
+        "redis_url": None,
+        "qdrant_url": "http://127.0.0.1:1",
+        "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}",
+        "min_free_bytes": 0,
+    }
+    with pytest.raises(BackupFailed, match="2 of 2 backups failed") as info:
+        backup(**params)
+    assert str(info.value).count("cannot list what to back up") == 2
+    catalog = Catalog(Database(params["ledger_url"]))
+    assert [e.status for k in ("postgres", "qdrant") for e in catalog.series(k, "all")] == ["bad", "bad"]
+    assert len(events) == 2
