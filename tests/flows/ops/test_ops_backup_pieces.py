@@ -158,3 +158,16 @@ def test_damaged_qdrant_export_fails_verification(qdrant: QdrantClient, tmp_path
     dest.write_bytes(dest.read_bytes()[:300])  # cut mid-stream
     with pytest.raises(BackupFailed):
         bq.verify_export(qdrant, dest, 600)
+
+
+def test_failed_restore_leaves_the_live_database_untouched(source_db: str, tmp_path: Path) -> None:
+    before = _snapshot(source_db)
+    dump = tmp_path / "full.dump"
+    pg.dump_database(PG_ADMIN_URL, source_db, dump)
+    broken = tmp_path / "broken.dump"
+    broken.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+    scratch_before = _scratch_dbs()
+    with pytest.raises(BackupFailed, match="pg_restore"):
+        pg.restore_database(broken, PG_ADMIN_URL, source_db, overwrite=True)
+    assert _snapshot(source_db) == before
+    assert _scratch_dbs() == scratch_before

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.artifacts import Artifact
 
 from flows.common.events import SERVICE_DOWN, SERVICE_RECOVERED
 from flows.ops import health as health_module
@@ -63,6 +64,9 @@ def test_health_flow_reports_down_once_and_recovery_once(
         metrics = textfile.read_text()
         assert 'swarm_service_up{service="vault",node="oracle",kind="vault"} 0' in metrics
         assert 'swarm_service_up{service="postgres",node="oracle",kind="postgres"} 1' in metrics
+
+        artifact = Artifact.get("health-report")
+        assert artifact is not None and '"status": "down"' in str(artifact.data)
 
         second = health(**params)  # still down: no new event
         assert second["down"] == ["oracle.vault"] and second["events"] == []
