@@ -56,7 +56,7 @@ DEFAULT_SERVICES: tuple[Service, ...] = (
     _svc("redis", "redis", "oracle", "redis://oracle:6379/0"),
     _svc("litellm", "litellm", "oracle", "http://oracle:4000"),
     _svc("open-webui", "openwebui", "oracle", "http://oracle:3000"),
-    _svc("haproxy", "haproxy", "oracle", "http://oracle:8080", path="/healthz"),
+    _svc("haproxy", "haproxy", "oracle", "http://oracle:8080", monitor_uri="/healthz"),
     _svc("vault", "vault", "oracle", "http://oracle:8200"),
     _svc("consul", "consul", "oracle", "http://oracle:8500"),
     _svc("prometheus", "prometheus", "oracle", "http://oracle:9090"),

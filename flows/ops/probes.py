@@ -70,7 +70,7 @@ async def _get(client: httpx.AsyncClient, svc: Service, path: str) -> httpx.Resp
 
 def _ready_probe(path: str) -> Probe:
     async def probe(client: httpx.AsyncClient, svc: Service) -> j.Verdict:
-        return j.judge_ready((await _get(client, svc, svc.options.get("path", path))).status_code)
+        return j.judge_ready((await _get(client, svc, svc.options.get("monitor_uri", path))).status_code)
 
     return probe
 

@@ -114,3 +114,10 @@ def test_metrics_text_and_atomic_write(tmp_path: Path) -> None:
     target = write_textfile(text, tmp_path / "tf" / "swarm.prom")
     assert target.read_text() == text
     assert [p.name for p in target.parent.iterdir()] == ["swarm.prom"]
+
+
+def test_node_inventories_shipped_for_gpu_nodes() -> None:
+    root = Path(__file__).resolve().parents[2] / "deployments" / "health"
+    for node in ("starlord", "thanos"):
+        services = load_inventory(root / f"{node}.yaml")
+        assert {(s.kind, s.node) for s in services} == {("gpu", node), ("disk", node)}

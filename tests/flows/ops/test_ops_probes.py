@@ -140,3 +140,12 @@ def test_disk_probe_uses_thresholds(tmp_path: Path) -> None:
     assert rows["disk"].status in ("up", "degraded")  # depends on this machine, but it answers
     assert rows["disk-strict"].status == "down"
     assert rows["disk-missing"].status == "down"
+
+
+def test_haproxy_monitor_uri_is_configurable() -> None:
+    with fake_service({"/monitor": (200, "OK")}) as srv:
+        rows = run([
+            Service("ha", "haproxy", "oracle", srv.url, options={"monitor_uri": "/monitor"}),
+            Service("ha-default", "haproxy", "oracle", srv.url),  # /healthz is not served here
+        ])  # fmt: skip
+    assert (rows["ha"].status, rows["ha-default"].status) == ("up", "down")
