@@ -3,7 +3,7 @@
 PostgreSQL: ``pg_dump -Fc`` of each database plus globals, each verified by a full read and a scratch
 restore with per-table row counts. Redis: an RDB copy via ``redis-cli --rdb``. Qdrant: server snapshots
 (downloaded, sha256-checked) or, for an embedded store / ``qdrant_mode="export"``, a point export verified
-by a scratch restore. Files go to ``<backup_dir>/<kind>/<target>/<timestamp>.<ext>``; every attempt, good
+by a scratch restore. Files go to ``<backup_dir>/<kind>/<target>/<timestamp>-<id>.<ext>``; every attempt, good
 or bad, gets a row in the ledger's ``backup_catalog``; retention prunes old good backups per series.
 
 A failed backup is marked bad, emits ``swarm.backup.failed``, never causes a good one to be pruned, and
@@ -51,8 +51,10 @@ Work = Callable[[Path], str]  # writes the file, verifies it, returns a one-line
 def attempt(kind: str, target: str, root: Path, ext: str, work: Work) -> CatalogEntry:
     """Run one backup into its own file; any failure becomes a bad entry with the reason, never a raise."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = root / kind / target / f"{stamp}.{ext}"
-    entry = CatalogEntry(kind=kind, target=target, location=str(path))
+    entry = CatalogEntry(kind=kind, target=target, location="")
+    # The id suffix keeps two attempts in the same second apart: a failed one deletes its own file only.
+    path = root / kind / target / f"{stamp}-{entry.id[:8]}.{ext}"
+    entry.location = str(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         entry.detail = work(path)

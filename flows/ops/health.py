@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from flows.common.db import Database, utc_now
@@ -74,7 +75,7 @@ def summarize(rows: list[HealthRow], seconds: float) -> dict[str, Any]:
     }
 
 
-@task(task_run_name="publish-metrics")
+@task(task_run_name="publish-metrics", cache_policy=NO_CACHE)
 def publish_metrics(
     rows: list[HealthRow], seconds: float, textfile: str | None, pushgateway: str | None
 ) -> str:
@@ -86,7 +87,8 @@ def publish_metrics(
     return f"written to {target}"
 
 
-@task(task_run_name="record-transitions")
+# A health check must never be answered from a cache.
+@task(task_run_name="record-transitions", cache_policy=NO_CACHE)
 def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int, mirror: Path) -> list[str]:
     """Update the stored state and emit one event per state change.
 

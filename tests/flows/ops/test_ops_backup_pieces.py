@@ -171,3 +171,23 @@ def test_failed_restore_leaves_the_live_database_untouched(source_db: str, tmp_p
         pg.restore_database(broken, PG_ADMIN_URL, source_db, overwrite=True)
     assert _snapshot(source_db) == before
     assert _scratch_dbs() == scratch_before
+
+
+def test_a_failed_attempt_never_deletes_another_attempts_file(tmp_path: Path) -> None:
+    from flows.ops.backup import attempt
+
+    def good(path: Path) -> str:
+        path.write_bytes(b"data")
+        return "ok"
+
+    def bad(path: Path) -> str:
+        path.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    first = attempt("redis", "r", tmp_path, "rdb", good)
+    second = attempt("redis", "r", tmp_path, "rdb", bad)  # same second, same series
+    assert (first.status, second.status) == ("good", "bad")
+    assert Path(first.location).read_bytes() == b"data"
+    assert not Path(second.location).exists()
+    assert second.reason == "OSError: [Errno 28] No space left on device"
+    assert first.sha256 == "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
