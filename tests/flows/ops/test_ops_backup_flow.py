@@ -24,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.fixture
-def qdrant_path(tmp_path: Path) -> str:
-    path = str(tmp_path / "qdrant")
+def qdrant_path(fast_tmp: Path) -> str:
+    path = str(fast_tmp / "qdrant")
     client = QdrantClient(path=path)
     client.create_collection("docs", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
     rng = np.random.default_rng(1)

@@ -115,8 +115,8 @@ def test_redis_unreachable_fails_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def qdrant(tmp_path: Path) -> QdrantClient:
-    client = QdrantClient(path=str(tmp_path / "qdrant"))
+def qdrant(fast_tmp: Path) -> QdrantClient:
+    client = QdrantClient(path=str(fast_tmp / "qdrant"))
     client.create_collection(
         "docs", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE)
     )
