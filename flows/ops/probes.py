@@ -8,6 +8,7 @@ wraps each probe in ``asyncio.wait_for`` so a hung service costs its timeout and
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,11 +62,19 @@ def _json(resp: httpx.Response) -> Any:
 
 async def _get(client: httpx.AsyncClient, svc: Service, path: str) -> httpx.Response:
     headers = {}
-    if svc.options.get("api_key"):
-        headers["api-key"] = str(svc.options["api_key"])  # Qdrant's header
-    if svc.options.get("bearer"):
-        headers["Authorization"] = f"Bearer {svc.options['bearer']}"
+    api_key, bearer = _secret(svc, "api_key"), _secret(svc, "bearer")
+    if api_key:
+        headers["api-key"] = api_key  # Qdrant's header
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
     return await client.get(_url(svc, path), headers=headers)
+
+
+def _secret(svc: Service, name: str) -> str | None:
+    """``<name>_env`` names an environment variable, so inventory files never hold the secret itself."""
+    env_name = svc.options.get(f"{name}_env")
+    value = os.environ.get(str(env_name)) if env_name else svc.options.get(name)
+    return str(value) if value else None
 
 
 def _ready_probe(path: str) -> Probe:

@@ -49,6 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)  # uploads are read and dropped
         path = self.path.split("?", 1)[0]
         self.server.requests.append((method, path, length))
+        self.server.headers_seen.append(dict(self.headers))
         if self.server.delay_s:
             time.sleep(self.server.delay_s)
         routes = self.server.routes
@@ -93,6 +94,7 @@ class _FakeServer(ThreadingHTTPServer):
         self.routes = dict(routes)
         self.delay_s = delay_s
         self.requests: list[tuple[str, str, int]] = []
+        self.headers_seen: list[dict[str, str]] = []
 
     @property
     def url(self) -> str:

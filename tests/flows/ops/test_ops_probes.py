@@ -149,3 +149,17 @@ def test_haproxy_monitor_uri_is_configurable() -> None:
             Service("ha-default", "haproxy", "oracle", srv.url),  # /healthz is not served here
         ])  # fmt: skip
     assert (rows["ha"].status, rows["ha-default"].status) == ("up", "down")
+
+
+def test_qdrant_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARM_TEST_QDRANT_KEY", "s3cret")
+    with fake_service(HEALTHY["qdrant"]) as srv:
+        run(
+            [
+                Service(
+                    "qdrant", "qdrant", "starlord", srv.url, options={"api_key_env": "SWARM_TEST_QDRANT_KEY"}
+                )
+            ]
+        )
+        headers = srv.headers_seen
+    assert headers and all(h.get("api-key") == "s3cret" for h in headers)
