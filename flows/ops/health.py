@@ -114,7 +114,10 @@ def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int, 
             },
             payload={"status": t.row.status, "previous": t.previous, "detail": t.row.detail},
         )
-    health_state.save_state_file(mirror, state)
+    try:
+        health_state.save_state_file(mirror, state)
+    except OSError as exc:  # the mirror is a fallback; the ledger below is the record
+        logger.warning("state mirror %s not written: %s", mirror, exc)
     if db is not None:
         health_state.save_state(db, state)
     return [f"{t.event} {t.row.key}" for t in transitions]
