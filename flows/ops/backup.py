@@ -29,7 +29,7 @@ from qdrant_client import QdrantClient
 
 from flows.common.db import Database
 from flows.common.errors import ConfigError
-from flows.common.events import BACKUP_FAILED, backup_resource_id
+from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED, backup_resource_id
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import (
@@ -118,11 +118,12 @@ def run_backup(kind: str, target: str, root: Path, ext: str, work: Work, ledger_
     Catalog(Database(ledger_url)).record(entry)
     if entry.status == BAD:
         get_run_logger().error("backup %s/%s failed: %s", kind, target, entry.reason)
-        emit_event(
-            event=BACKUP_FAILED,
-            resource={"prefect.resource.id": backup_resource_id(kind, target)},
-            payload={"reason": entry.reason, "location": entry.location},
-        )
+    # Success events too: an automation can then alert when no good backup arrived for a day.
+    emit_event(
+        event=BACKUP_FAILED if entry.status == BAD else BACKUP_SUCCEEDED,
+        resource={"prefect.resource.id": backup_resource_id(kind, target)},
+        payload={"reason": entry.reason, "location": entry.location, "size_bytes": entry.size_bytes},
+    )
     return entry
 
 

@@ -12,7 +12,7 @@ from qdrant_client import QdrantClient, models
 
 from flows.common.db import Database
 from flows.common.errors import ConfigError
-from flows.common.events import BACKUP_FAILED
+from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED
 from flows.ops import backup as backup_module
 from flows.ops import backup_postgres as pg
 from flows.ops.backup import backup
@@ -61,7 +61,7 @@ def test_backup_then_restore(tmp_path: Path, source_db: str, qdrant_path: str, e
     params = _params(tmp_path, source_db, qdrant_path)
     summary = backup(**params)
     assert summary == {"good": 4, "failed": 0, "pruned": 0}
-    assert events == []
+    assert [e["event"] for e in events] == [BACKUP_SUCCEEDED] * 4
     catalog = Catalog(Database(params["ledger_url"]))
     entries = {
         e.kind: e
@@ -121,7 +121,7 @@ def test_failures_are_loud_recorded_and_never_prune_good_backups(
     assert [e.status for e in series] == ["good", "bad", "bad"]
     assert series[0].id == good.id and Path(good.location).exists()
     assert all(not Path(e.location).exists() for e in series[1:])  # partial files removed
-    assert [e["event"] for e in events] == [BACKUP_FAILED, BACKUP_FAILED]
+    assert [e["event"] for e in events] == [BACKUP_SUCCEEDED, BACKUP_FAILED, BACKUP_FAILED]
     assert events[-1]["resource"]["prefect.resource.id"] == f"swarm.backup.postgres.{source_db}"
 
     # The next good run prunes the older good backup (keep 0 = only the newest) but keeps recent failures.
