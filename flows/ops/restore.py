@@ -1,0 +1,89 @@
+"""Restore one backup from the catalog (pool ``oracle``, run by hand).
+
+Reads the ``backup_catalog`` row, checks the file's sha256 against the catalog, then puts the backup back:
+a PostgreSQL dump into a database (the original name unless ``target`` is given), a Qdrant export or
+server snapshot into a collection. A live target (existing and non-empty) is refused unless
+``overwrite=True``. Redis RDB and PostgreSQL globals need a stopped server or a superuser session, so for
+those the run fails with the manual steps instead of guessing. Re-running with the same arguments is safe
+once ``overwrite=True`` is given (the target is replaced again).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import SecretStr
+from qdrant_client import QdrantClient
+
+from flows.common.db import Database
+from flows.common.errors import ConfigError
+from flows.ops import backup_postgres as pg
+from flows.ops import backup_qdrant as bq
+from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, sha256_file
+from flows.ops.health import default_ledger_url
+
+
+def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
+    """The catalog entry, refusing bad, pruned, missing or altered backups."""
+    entry = catalog.get(backup_id)
+    if entry is None:
+        raise ConfigError(f"no backup {backup_id!r} in the catalog")
+    if entry.status != GOOD:
+        raise ConfigError(
+            f"backup {backup_id} is marked {entry.status} ({entry.reason}): refusing to restore it"
+        )
+    path = Path(entry.location)
+    if entry.pruned_at or not path.exists():
+        raise ConfigError(f"backup {backup_id} file {path} is gone (pruned {entry.pruned_at or 'no'})")
+    if sha256_file(path) != entry.sha256:
+        raise BackupFailed(f"backup {backup_id} file {path} does not match its sha256 in the catalog")
+    return entry
+
+
+@flow(name="restore")
+def restore(
+    backup_id: str,
+    target: str | None = None,
+    overwrite: bool = False,
+    postgres_dsn: str = "postgresql://postgres@oracle:5432/postgres",
+    qdrant_url: str | None = "http://starlord:6333",
+    qdrant_path: str | None = None,
+    qdrant_api_key: SecretStr | None = None,
+    ledger_url: str | None = None,
+) -> str:
+    """Put backup ``backup_id`` back into ``target`` (default: where it came from)."""
+    entry = checked_entry(Catalog(Database(ledger_url or default_ledger_url())), backup_id)
+    path = Path(entry.location)
+    name = target or entry.target
+    api_key = qdrant_api_key.get_secret_value() if qdrant_api_key else os.environ.get("QDRANT_API_KEY")
+    if entry.kind == "postgres":
+        message = pg.restore_database(path, postgres_dsn, name, overwrite)
+    elif entry.kind == "qdrant-export":
+        client = (
+            QdrantClient(path=qdrant_path)
+            if qdrant_path
+            else QdrantClient(url=qdrant_url, api_key=api_key, check_compatibility=False)
+        )
+        try:
+            message = f"restored {bq.restore_export(client, path, name, overwrite)} points into {name}"
+        finally:
+            client.close()
+    elif entry.kind == "qdrant-snapshot":
+        if not qdrant_url:
+            raise ConfigError("restoring a Qdrant snapshot needs qdrant_url")
+        message = bq.restore_snapshot(qdrant_url, name, path, api_key, overwrite)
+    elif entry.kind == "postgres-globals":
+        raise ConfigError(
+            f"globals are restored by hand: psql -d postgres -f {path} (review the roles first)"
+        )
+    elif entry.kind == "redis":
+        raise ConfigError(
+            f"Redis restores need the server stopped: stop redis, copy {path} to its dir as dump.rdb"
+            " (appendonly off), start redis"
+        )
+    else:
+        raise ConfigError(f"unknown backup kind {entry.kind!r}")
+    get_run_logger().info(message)
+    return message

@@ -1,0 +1,63 @@
+"""Fixtures for the ops tests: a small source database in the local PostgreSQL, dropped afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def source_db() -> Iterator[str]:
+    """A database with a few tables and rows; yields its name."""
+    name = f"swarm_test_src_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}") as conn:
+        conn.execute("CREATE TABLE documents (id SERIAL PRIMARY KEY, title TEXT NOT NULL, body TEXT)")
+        conn.execute("CREATE SCHEMA research")
+        conn.execute("CREATE TABLE research.reports (id BIGINT PRIMARY KEY, cost DOUBLE PRECISION)")
+        conn.execute("CREATE TABLE empty_one (k TEXT)")
+        conn.execute(
+            "INSERT INTO documents (title, body)"
+            " SELECT 'doc ' || g, repeat('x', g) FROM generate_series(1, 250) g"
+        )
+        conn.execute("INSERT INTO research.reports SELECT g, g * 0.01 FROM generate_series(1, 40) g")
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}_restored" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A throwaway Prefect API for the tests that run whole flows (artifacts, events, task runs)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@pytest.fixture
+def fast_tmp(tmp_path: Path) -> Iterator[Path]:
+    """A temp folder in RAM when the machine has /dev/shm: embedded Qdrant commits every point to SQLite,
+    which costs ~14 ms a point on a real disk here and makes a 600-point test take seconds."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="swarm-ops-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
