@@ -1,0 +1,15 @@
+"""A Prefect test harness for the batch-inference flow tests, only while tests/conftest.py has none
+(CONVENTIONS §9: one harness per session, never nested)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+
+@pytest.fixture(scope="session")
+def inference_prefect() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
