@@ -1,6 +1,7 @@
 """A local HTTP server speaking the OpenAI-compatible API subset that vLLM and LiteLLM serve.
 
-Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models, /health.
+Endpoints: POST /v1/chat/completions (also streamed as SSE), /v1/completions, /v1/embeddings;
+GET /v1/models, /health.
 Faults for tests: ``faults`` is a queue of per-request injections ("500", "429", "slow") consumed by the
 next POSTs; a prompt containing ``[fail400]``/``[fail500]`` always gets that status; ``down`` makes
 /health answer 503; ``delay_s`` (+ random ``jitter_s``) slows every POST.
@@ -17,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,6 +36,8 @@ class FakeOpenAIState:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
         self.url = ""
+        # Optional: the assistant's answer for a chat request body (default: echo the last message).
+        self.chat_responder: Callable[[dict[str, Any]], str] | None = None
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -74,6 +77,32 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)  # the client may have given up (timeout test)
+
+        def _stream(self, model: str, answer: str) -> None:
+            """Server-sent events as the OpenAI API streams a chat completion: a few deltas, then [DONE]."""
+            cid = f"chatcmpl-{uuid.uuid4().hex}"
+            words = answer.split(" ")
+            pieces = [
+                " ".join(words[i : i + 5]) + (" " if i + 5 < len(words) else "")
+                for i in range(0, len(words), 5)
+            ]
+            events = []
+            for k, piece in enumerate(pieces):
+                delta = {"content": piece, **({"role": "assistant"} if k == 0 else {})}
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                events.append(
+                    {"id": cid, "object": "chat.completion.chunk", "model": model, "choices": [choice]}
+                )
+            last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+            events.append({"id": cid, "object": "chat.completion.chunk", "model": model, "choices": [last]})
+            data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            raw = data.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(raw)
 
         def do_GET(self) -> None:
             if self.path == "/health":
@@ -119,7 +148,10 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             model = body.get("model", state.model)
             prompt_tokens = len(text.split())
             if self.path == "/v1/chat/completions":
-                answer = f"echo: {text}"
+                answer = state.chat_responder(body) if state.chat_responder else f"echo: {text}"
+                if body.get("stream"):
+                    self._stream(model, answer)
+                    return
                 self._send(200, _completion(model, prompt_tokens, answer, chat=True))
             elif self.path == "/v1/completions":
                 self._send(200, _completion(model, prompt_tokens, f"echo: {text}", chat=False))
