@@ -114,10 +114,10 @@ def batch_inference(
             if not model:
                 raise ConfigError("engine 'vllm' needs model= (a model name or local path)")
             vllm_engine: Engine = VllmEngine(model, vllm_kwargs)  # clear error here if vllm is missing
-            from prefect.concurrency.sync import concurrency
+            from prefect.concurrency.sync import concurrency as gpu_slot
 
             # strict: a missing limit must fail the run, not silently drop the GPU guard.
-            with concurrency(GPU_SLOT, occupy=1, strict=True):
+            with gpu_slot(GPU_SLOT, occupy=1, strict=True):
                 stats = run_batch(inp, out, vllm_engine, chunk_size, on_progress, items=items)
         elif engine == "http":
             endpoint = choose_endpoint(

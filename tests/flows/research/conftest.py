@@ -1,14 +1,15 @@
-"""A Prefect test harness for the research flow tests, only while tests/conftest.py has none."""
+"""Prefect harness for the research flow tests, shared with the other flow tests of this area."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
+
+from tests.fakes.inference_prefect_harness import shared_harness
 
 
 @pytest.fixture(scope="session")
 def research_prefect() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
+    with shared_harness():
         yield
