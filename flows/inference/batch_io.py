@@ -95,7 +95,8 @@ def duplicate_ids(items: Iterable[Item]) -> list[str]:
 def read_input(path: Path) -> list[Item]:
     """Parse the whole input; a duplicate custom_id refuses the run before anything is sent."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
+        # utf-8-sig: a BOM that an editor put in front of line 1 must not make it "invalid JSON".
+        with path.open(encoding="utf-8-sig", errors="replace") as fh:
             items = parse_lines(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"batch input {path} does not exist") from exc
@@ -165,22 +166,19 @@ def repair_output(path: Path) -> DoneSet:
     done = DoneSet(set(), set())
     if not path.exists():
         return done
-    with path.open("rb+") as fh:
-        data = fh.read()
-        good_end = 0
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl == -1:
+    good_end = 0
+    with path.open("rb") as fh:  # streamed: outputs with embeddings can be many GB
+        for raw in fh:
+            if not raw.endswith(b"\n"):
                 break  # no newline: the line in flight when the run died
-            raw = data[pos:nl]
             try:
                 obj = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 break
             _remember(done, obj)
-            pos = good_end = nl + 1
-        if good_end < len(data):
+            good_end += len(raw)
+    if good_end < path.stat().st_size:
+        with path.open("rb+") as fh:
             fh.truncate(good_end)
             fh.flush()
             os.fsync(fh.fileno())

@@ -109,3 +109,18 @@ def test_ordered_emitter_writes_in_input_order_whatever_the_completion_order(tmp
         em.put(3, {"custom_id": "d"})
         assert em.complete
     assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == ["a", "b", "c", "d"]
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (_line("a") + "\r\n" + _line("b") + "\r\n").encode())
+    assert [i.custom_id for i in read_input(path) if isinstance(i, BatchRequest)] == ["a", "b"]
+
+
+def test_a_corrupt_line_in_the_middle_cuts_the_output_there(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(
+        json.dumps(ok_output("a", {})) + "\n" + "garbage\n" + json.dumps(ok_output("c", {})) + "\n"
+    )
+    done = repair_output(out)
+    assert done.custom_ids == {"a"} and out.read_text().count("\n") == 1
