@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,6 +87,17 @@ class HttpSettings:
     backoff_cap_s: float = 60.0
     requests_per_minute: float | None = None
     tokens_per_hour: float | None = None
+    # on_primary_down=fallback: a request the primary still fails after its retries (down, 5xx,
+    # timeout) goes to the gateway, and so does everything after it in this run (no flapping).
+    fallback_base_url: str | None = None
+    fallback_api_key: str | None = None
+
+
+def is_outage(o: Outcome) -> bool:
+    """Failures that say the server is unwell, not that the request is wrong."""
+    return o.error_code in ("timeout", "connection_error") or (
+        o.error_code == "http_error" and o.status_code >= 500
+    )
 
 
 class HttpEngine:
@@ -96,19 +108,24 @@ class HttpEngine:
             raise ConfigError("concurrency must be at least 1")
         self.settings = settings
         self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_hour, clock)
+        self.failed_over = False  # set once the primary has failed a request after all its retries
+        self.fallback_requests = 0
 
     def run(self, requests: list[BatchRequest], on_result: ResultCallback) -> None:
         asyncio.run(self._run(requests, on_result))
 
     async def _run(self, requests: list[BatchRequest], on_result: ResultCallback) -> None:
         s = self.settings
-        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(requests)):
             queue.put_nowait(i)
-        async with httpx.AsyncClient(
-            base_url=s.base_url.rstrip("/"), headers=headers, timeout=s.timeout_s
-        ) as client:
+        async with AsyncExitStack() as stack:
+            primary = await stack.enter_async_context(_client(s.base_url, s.api_key, s.timeout_s))
+            fallback = None
+            if s.fallback_base_url:
+                fallback = await stack.enter_async_context(
+                    _client(s.fallback_base_url, s.fallback_api_key, s.timeout_s)
+                )
 
             async def worker() -> None:
                 while True:
@@ -116,12 +133,23 @@ class HttpEngine:
                         i = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    on_result(i, await self._send(client, requests[i]))
+                    outcome = None
+                    if not (self.failed_over and fallback is not None):
+                        outcome = await self._send(primary, requests[i])
+                        if fallback is not None and is_outage(outcome):
+                            self.failed_over = True
+                            outcome = None
+                    if outcome is None:
+                        assert fallback is not None
+                        self.fallback_requests += 1
+                        outcome = await self._send(fallback, requests[i])
+                    on_result(i, outcome)
 
             await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(requests)) or 1)))
 
     async def _send(self, client: httpx.AsyncClient, req: BatchRequest) -> Outcome:
         s = self.settings
+        base_url = str(client.base_url)
         body = dict(req.body)
         if s.model and "model" not in body:
             body["model"] = s.model
@@ -133,9 +161,9 @@ class HttpEngine:
             try:
                 resp = await client.post(req.url, json=body)
             except httpx.TimeoutException:
-                last = Outcome(504, None, "timeout", f"no answer from {s.base_url} within {s.timeout_s}s")
+                last = Outcome(504, None, "timeout", f"no answer from {base_url} within {s.timeout_s}s")
             except httpx.TransportError as exc:
-                last = Outcome(503, None, "connection_error", f"{s.base_url}: {type(exc).__name__}: {exc}")
+                last = Outcome(503, None, "connection_error", f"{base_url}: {type(exc).__name__}: {exc}")
             else:
                 payload = _json_or_text(resp)
                 if resp.status_code < 400:
@@ -151,6 +179,11 @@ class HttpEngine:
             if attempt < s.max_retries:
                 await asyncio.sleep(retry_delay(attempt, retry_after, s.backoff_base_s, s.backoff_cap_s))
         return _with_attempts(last, s.max_retries + 1)
+
+
+def _client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
 
 def _with_attempts(o: Outcome, attempts: int) -> Outcome:

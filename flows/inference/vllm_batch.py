@@ -131,6 +131,7 @@ def batch_inference(
             if endpoint != base_url:
                 logger.warning("%s is down; routing the batch to the gateway %s", base_url, endpoint)
             key_env = api_key_env if endpoint == base_url else fallback_api_key_env
+            fail_over = on_primary_down == "fallback" and endpoint == base_url and fallback_url
             settings = HttpSettings(
                 base_url=endpoint,
                 api_key=os.environ.get(key_env) if key_env else None,
@@ -140,8 +141,21 @@ def batch_inference(
                 max_retries=max_retries,
                 requests_per_minute=requests_per_minute,
                 tokens_per_hour=tokens_per_hour,
+                fallback_base_url=fallback_url if fail_over else None,
+                fallback_api_key=os.environ.get(fallback_api_key_env)
+                if fail_over and fallback_api_key_env
+                else None,
             )
-            stats = run_batch(inp, out, HttpEngine(settings), chunk_size, on_progress, items=items)
+            http_engine = HttpEngine(settings)
+            stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items=items)
+            if http_engine.failed_over:
+                logger.warning(
+                    "%s failed mid-run; %d requests went to the gateway %s",
+                    base_url,
+                    http_engine.fallback_requests,
+                    fallback_url,
+                )
+                endpoint = f"{base_url} -> {fallback_url}"
         else:
             raise ConfigError(f"engine must be 'http' or 'vllm', got {engine!r}")
     except SwarmError as exc:

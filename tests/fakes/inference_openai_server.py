@@ -33,6 +33,7 @@ class FakeOpenAIState:
         self.delay_s = 0.0
         self.jitter_s = 0.0  # extra random delay per POST, so answers come back out of order
         self.down = False
+        self.fail_all: int | None = None  # answer every POST with this status (a sick server)
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
         self.url = ""
@@ -123,6 +124,11 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 state.requests.append((self.path, body))
             if state.delay_s or state.jitter_s:
                 time.sleep(state.delay_s + random.uniform(0, state.jitter_s))
+            if state.fail_all:
+                self._send(
+                    state.fail_all, {"error": {"message": "server unavailable", "type": "server_error"}}
+                )
+                return
             fault = state.next_fault()
             if fault == "500":
                 self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows.common.errors import ConfigError, ServiceUnavailable
-from flows.inference.engines import retry_delay, sampling_kwargs, usage_tokens
+from flows.inference.engines import Outcome, is_outage, retry_delay, sampling_kwargs, usage_tokens
 from flows.inference.limits import RateLimiter
 from flows.inference.routing import Action, choose_endpoint, decide
 
@@ -108,3 +108,12 @@ def test_usage_and_sampling_mapping() -> None:
     assert usage_tokens({"data": []}) == 0
     kw = sampling_kwargs({"max_tokens": 5, "temperature": 0.0, "messages": [], "stop": None})
     assert kw == {"max_tokens": 5, "temperature": 0.0}
+
+
+def test_only_server_side_failures_trigger_the_failover() -> None:
+    assert is_outage(Outcome(503, None, "connection_error", "refused"))
+    assert is_outage(Outcome(504, None, "timeout", "slow"))
+    assert is_outage(Outcome(502, {}, "http_error", "HTTP 502"))
+    assert not is_outage(Outcome(400, {}, "http_error", "HTTP 400: bad request"))
+    assert not is_outage(Outcome(429, {}, "http_error", "HTTP 429"))  # throttled, not down
+    assert not is_outage(Outcome(200, {}))

@@ -82,6 +82,27 @@ def test_flow_routes_to_the_gateway_when_vllm_is_down(tmp_path: Path) -> None:
         assert vllm.requests == [] and len(litellm.requests) == 5
 
 
+def test_a_primary_that_fails_mid_run_hands_the_rest_to_the_gateway(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 8)
+    out = tmp_path / "out.jsonl"
+    with run_fake_openai() as vllm, run_fake_openai() as litellm:
+        vllm.fail_all = 503  # /health still says ok: the failure shows only on real requests
+        result = batch_inference(
+            str(inp),
+            str(out),
+            base_url=vllm.url,
+            fallback_url=litellm.url,
+            on_primary_down="fallback",
+            max_retries=1,
+            concurrency=2,
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        )
+        assert result["ok"] == 8 and result["failed"] == 0
+        assert result["endpoint"] == f"{vllm.url} -> {litellm.url}"
+        assert len(litellm.requests) == 8 and len(vllm.requests) <= 2 * 2  # at most the first try per worker
+    assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == [f"q{i}" for i in range(8)]
+
+
 def test_flow_fails_clearly_when_vllm_stays_down_and_records_it(tmp_path: Path) -> None:
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     inp = write_batch(tmp_path / "in.jsonl", 2)
