@@ -1,0 +1,175 @@
+"""batch-inference: an OpenAI Batch JSONL file through vLLM, written in vLLM ``run-batch`` format.
+
+Pool: starlord (the RTX 4090 with vLLM). Reads the input JSONL (``custom_id``, ``method``, ``url``,
+``body`` for /v1/chat/completions, /v1/completions, /v1/embeddings) and appends one output line per
+input line, in input order, to ``output_path``. Engines: ``http`` (vLLM's server or the LiteLLM gateway,
+bounded concurrency, retries, rate limits) or ``vllm`` (in-process ``vllm.LLM`` holding ``gpu:starlord``).
+When the vLLM server is down the run waits, fails, or routes to the gateway (``on_primary_down``).
+Writes a progress artifact, a summary artifact and one row per run in the ledger (``inference_jobs``).
+
+Safe to re-run: a re-run repairs a torn last output line and skips every custom_id already written.
+A file with duplicate custom_ids is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+
+from flows.common.errors import ConfigError, SwarmError
+from flows.inference.batch_io import read_input
+from flows.inference.engines import Engine, HttpEngine, HttpSettings, VllmEngine, health_check
+from flows.inference.ledger import finish_job, open_ledger, start_job
+from flows.inference.routing import choose_endpoint
+from flows.inference.runner import BatchStats, run_batch
+
+GPU_SLOT = "gpu:starlord"
+
+
+def default_ledger_url() -> str:
+    data_dir = Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
+    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{data_dir / 'ledger.db'}"
+
+
+def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: BatchStats, output: str) -> str:
+    rows = [
+        ("lines in input", stats.total),
+        ("ok", stats.ok),
+        ("failed", stats.failed),
+        ("skipped (done earlier)", stats.skipped),
+        ("tokens", stats.tokens),
+        ("duration", f"{stats.elapsed_s:.1f} s"),
+        ("throughput", f"{stats.requests_per_s:.2f} req/s, {stats.tokens_per_s:.1f} tokens/s"),
+    ]
+    lines = [
+        f"# Batch inference `{job_id}`",
+        "",
+        f"Engine **{engine}**" + (f" at `{endpoint}`" if endpoint else "") + f", output `{output}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+    ]
+    if stats.error_codes:
+        lines += ["", "| error | lines |", "|---|---|"]
+        lines += [f"| {code} | {n} |" for code, n in sorted(stats.error_codes.items())]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="batch-inference", log_prints=True)
+def batch_inference(
+    input_path: str,
+    output_path: str,
+    engine: Literal["http", "vllm"] = "http",
+    base_url: str = "http://127.0.0.1:8000",
+    fallback_url: str | None = None,
+    api_key_env: str | None = "VLLM_API_KEY",
+    fallback_api_key_env: str | None = "LITELLM_API_KEY",
+    model: str | None = None,
+    on_primary_down: Literal["wait", "fail", "fallback"] = "wait",
+    max_wait_s: float = 300.0,
+    poll_s: float = 10.0,
+    health_path: str = "/health",
+    concurrency: int = 16,
+    chunk_size: int = 256,
+    timeout_s: float = 120.0,
+    max_retries: int = 5,
+    requests_per_minute: float | None = None,
+    tokens_per_hour: float | None = None,
+    vllm_kwargs: dict[str, Any] | None = None,
+    progress_every: int = 100,
+    ledger_url: str | None = None,
+) -> dict[str, Any]:
+    """Run the batch; returns the counts. ``model`` fills bodies that name none (and is the vLLM model)."""
+    logger = get_run_logger()
+    inp, out = Path(input_path), Path(output_path)
+    if inp.resolve() == out.resolve():
+        raise ConfigError("output_path must differ from input_path")
+    items = read_input(inp)  # refuses duplicates before any job row or request
+    db = open_ledger(ledger_url or default_ledger_url())
+    job_id = f"batch-{uuid.uuid4().hex[:12]}"
+    start_job(db, job_id, str(inp), str(out), engine)
+    stats = BatchStats(total=len(items))
+    endpoint: str | None = None
+    progress_id = create_progress_artifact(
+        0.0, key="batch-inference-progress", description=f"{job_id}: {inp}"
+    )
+    last_reported = [0]
+
+    def on_progress(s: BatchStats) -> None:
+        nonlocal stats
+        stats = s  # so a failure later still records how far the run got
+        if s.done - last_reported[0] >= progress_every or s.done >= s.total:
+            last_reported[0] = s.done
+            update_progress_artifact(progress_id, 100.0 * s.done / max(1, s.total))
+            logger.info("%s: %d/%d lines (%d failed)", job_id, s.done, s.total, s.failed)
+
+    try:
+        if engine == "vllm":
+            if not model:
+                raise ConfigError("engine 'vllm' needs model= (a model name or local path)")
+            vllm_engine: Engine = VllmEngine(model, vllm_kwargs)  # clear error here if vllm is missing
+            from prefect.concurrency.sync import concurrency as gpu_slot
+
+            # strict: a missing limit must fail the run, not silently drop the GPU guard.
+            with gpu_slot(GPU_SLOT, occupy=1, strict=True):
+                stats = run_batch(inp, out, vllm_engine, chunk_size, on_progress, items=items)
+        elif engine == "http":
+            endpoint = choose_endpoint(
+                base_url,
+                fallback_url,
+                lambda url: health_check(url, health_path),
+                on_primary_down,
+                max_wait_s,
+                poll_s,
+            )
+            if endpoint != base_url:
+                logger.warning("%s is down; routing the batch to the gateway %s", base_url, endpoint)
+            key_env = api_key_env if endpoint == base_url else fallback_api_key_env
+            fail_over = on_primary_down == "fallback" and endpoint == base_url and fallback_url
+            settings = HttpSettings(
+                base_url=endpoint,
+                api_key=os.environ.get(key_env) if key_env else None,
+                model=model,
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                max_retries=max_retries,
+                requests_per_minute=requests_per_minute,
+                tokens_per_hour=tokens_per_hour,
+                fallback_base_url=fallback_url if fail_over else None,
+                fallback_api_key=os.environ.get(fallback_api_key_env)
+                if fail_over and fallback_api_key_env
+                else None,
+            )
+            http_engine = HttpEngine(settings)
+            stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items=items)
+            if http_engine.failed_over:
+                logger.warning(
+                    "%s failed mid-run; %d requests went to the gateway %s",
+                    base_url,
+                    http_engine.fallback_requests,
+                    fallback_url,
+                )
+                endpoint = f"{base_url} -> {fallback_url}"
+        else:
+            raise ConfigError(f"engine must be 'http' or 'vllm', got {engine!r}")
+    except SwarmError as exc:
+        finish_job(db, job_id, "failed", stats.as_dict(), endpoint, str(exc))
+        raise
+    except BaseException as exc:
+        finish_job(db, job_id, "crashed", stats.as_dict(), endpoint, f"{type(exc).__name__}: {exc}")
+        raise
+    update_progress_artifact(progress_id, 100.0)
+    status = "completed" if stats.failed == 0 else "completed_with_errors"
+    finish_job(db, job_id, status, stats.as_dict(), endpoint)
+    create_markdown_artifact(
+        summary_markdown(job_id, engine, endpoint, stats, str(out)),
+        key="batch-inference-summary",
+        description=f"{job_id}: {stats.ok} ok, {stats.failed} failed, {stats.skipped} skipped",
+    )
+    return {"job_id": job_id, "status": status, "endpoint": endpoint, **stats.as_dict()}

@@ -1,0 +1,120 @@
+"""research: gpt-researcher reports for one query or a list, through the LiteLLM gateway and SearXNG.
+
+Pool: thanos (SearXNG and gpt-researcher live there). gpt-researcher runs in its own venv
+(``SWARM_GPTR_PYTHON``; it pins numpy<2.3, the project numpy 2.4), one child process per query, at most
+``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its only retriever
+is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network.
+
+Writes each report as ``<output_dir>/<run>-<slug>.md``, a markdown artifact, and a row in the ledger
+(``research_reports``: report, sources, cost, duration, or the failure reason). A failed query is
+recorded and the others go on; the run fails only when every query failed. Re-running runs the queries
+again (reports are new research, not a cache).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common.errors import SwarmError
+from flows.research.reports import (
+    QueryResult,
+    ResearchSettings,
+    check_interpreter,
+    normalise_queries,
+    open_ledger,
+    record_result,
+    report_markdown,
+    run_query,
+    slugify,
+    summary_markdown,
+)
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
+
+
+@flow(name="research", log_prints=True)
+def research(
+    queries: list[str] | str,
+    llm_base_url: str = "http://127.0.0.1:4000/v1",
+    llm_api_key_env: str | None = "LITELLM_API_KEY",
+    fast_llm: str = "default",
+    smart_llm: str | None = None,
+    strategic_llm: str | None = None,
+    embedding_model: str = "embeddings",
+    searx_url: str = "http://127.0.0.1:8080",
+    concurrency: int = 2,
+    report_type: str = "research_report",
+    max_iterations: int = 3,
+    max_subtopics: int = 3,
+    total_words: int = 1200,
+    timeout_s: float = 1800.0,
+    gptr_python: str | None = None,
+    output_dir: str | None = None,
+    ledger_url: str | None = None,
+) -> dict[str, Any]:
+    """Research each query; returns per-query status, file and cost. Model names are the gateway's."""
+    logger = get_run_logger()
+    todo = normalise_queries(queries)
+    python = check_interpreter(gptr_python or os.environ.get("SWARM_GPTR_PYTHON"))
+    settings = ResearchSettings(
+        llm_base_url=llm_base_url,
+        searx_url=searx_url,
+        fast_llm=fast_llm,
+        smart_llm=smart_llm,
+        strategic_llm=strategic_llm,
+        embedding_model=embedding_model,
+        llm_api_key=os.environ.get(llm_api_key_env) if llm_api_key_env else None,
+        report_type=report_type,
+        max_iterations=max_iterations,
+        max_subtopics=max_subtopics,
+        total_words=total_words,
+        timeout_s=timeout_s,
+    )
+    db = open_ledger(
+        ledger_url or os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{_data_dir() / 'ledger.db'}"
+    )
+    out_dir = Path(output_dir) if output_dir else _data_dir() / "research"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_id = f"research-{uuid.uuid4().hex[:10]}"
+
+    def one(query: str) -> QueryResult:
+        result = run_query(python, query, settings, out_dir / ".work" / slugify(query))
+        if result.ok:
+            path = out_dir / f"{run_id}-{slugify(query)}.md"
+            path.write_text(report_markdown(result), encoding="utf-8")
+            result.report_path = str(path)
+            logger.info("%r: report %s (%d sources)", query, path, len(result.sources))
+        else:
+            logger.error("%r failed: %s", query, result.error)
+        record_result(db, run_id, result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(todo)))) as pool:
+        results = list(pool.map(one, todo))
+
+    for r in results:
+        if r.ok:
+            create_markdown_artifact(report_markdown(r), key="research-report", description=r.query[:200])
+    create_markdown_artifact(summary_markdown(run_id, results), key="research-summary", description=run_id)
+    summary = {
+        "run_id": run_id,
+        "ok": sum(r.ok for r in results),
+        "failed": sum(not r.ok for r in results),
+        "cost_usd": sum(r.cost_usd for r in results),
+        "reports": [
+            {"query": r.query, "ok": r.ok, "path": r.report_path, "error": r.error, "report_id": r.report_id}
+            for r in results
+        ],
+    }
+    if summary["ok"] == 0:
+        raise SwarmError(f"every research query failed; first reason: {results[0].error}")
+    return summary

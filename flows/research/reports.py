@@ -1,0 +1,222 @@
+"""Research runs without Prefect: queries in, gpt-researcher (in its own venv) per query, ledger rows out."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flows.common.db import Database, utc_now
+from flows.common.errors import ConfigError
+
+WORKER = Path(__file__).with_name("gptr_worker.py")
+GPTR_PIN = "gpt-researcher==0.15.1"
+
+MIGRATIONS = [
+    "CREATE TABLE research_reports ("
+    " report_id TEXT PRIMARY KEY,"
+    " run_id TEXT NOT NULL,"
+    " query TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " report TEXT,"
+    " sources TEXT,"
+    " cost_usd DOUBLE PRECISION,"
+    " duration_s DOUBLE PRECISION,"
+    " report_path TEXT,"
+    " error TEXT,"
+    " created_at TEXT NOT NULL)",
+    "CREATE INDEX research_reports_run ON research_reports (run_id)",
+]
+
+
+@dataclass
+class ResearchSettings:
+    llm_base_url: str
+    searx_url: str
+    fast_llm: str
+    embedding_model: str
+    smart_llm: str | None = None
+    strategic_llm: str | None = None
+    llm_api_key: str | None = None
+    report_type: str = "research_report"
+    max_iterations: int = 3
+    max_subtopics: int = 3
+    total_words: int = 1200
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class QueryResult:
+    query: str
+    ok: bool
+    report: str = ""
+    sources: list[dict[str, str]] = field(default_factory=list)
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+    error: str | None = None
+    report_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    report_path: str | None = None
+
+
+def normalise_queries(queries: str | list[str]) -> list[str]:
+    """One query or many; blanks dropped, duplicates run once, order kept."""
+    raw = [queries] if isinstance(queries, str) else list(queries)
+    seen: dict[str, None] = {}
+    for q in raw:
+        q = " ".join(str(q).split())
+        if q:
+            seen.setdefault(q, None)
+    if not seen:
+        raise ConfigError("no research query given")
+    return list(seen)
+
+
+def slugify(text: str, limit: int = 50) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "query"
+
+
+def check_interpreter(python: str | None) -> str:
+    """The gpt-researcher venv's python, or one clear error saying how to create it."""
+    hint = (
+        "create its venv on this node"
+        f" (python3.11 -m venv /opt/gptr && /opt/gptr/bin/pip install '{GPTR_PIN}')"
+        " "
+        "and set SWARM_GPTR_PYTHON=/opt/gptr/bin/python; it cannot share the project venv because "
+        "gpt-researcher requires numpy<2.3 and the project pins numpy 2.4"
+    )
+    if not python:
+        raise ConfigError(f"gpt-researcher is not configured: {hint}")
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import gpt_researcher"], capture_output=True, text=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run {python}: {exc}; {hint}") from exc
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+        raise ConfigError(f"{python} cannot import gpt_researcher ({last}); {hint}")
+    return python
+
+
+def worker_job(query: str, s: ResearchSettings) -> dict[str, Any]:
+    return {
+        "query": query,
+        "llm_base_url": s.llm_base_url,
+        "llm_api_key": s.llm_api_key,
+        "searx_url": s.searx_url,
+        "fast_llm": s.fast_llm,
+        "smart_llm": s.smart_llm,
+        "strategic_llm": s.strategic_llm,
+        "embedding_model": s.embedding_model,
+        "report_type": s.report_type,
+        "max_iterations": s.max_iterations,
+        "max_subtopics": s.max_subtopics,
+        "total_words": s.total_words,
+    }
+
+
+def parse_worker_output(query: str, rc: int, stdout: str, stderr: str) -> QueryResult:
+    """The last JSON line on stdout is the result; anything else is a failure with a one-line reason."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not data.get("ok"):
+                return QueryResult(
+                    query, False, error=str(data.get("error")), duration_s=data.get("duration_s", 0)
+                )
+            report = str(data.get("report") or "")
+            if not report.strip():
+                return QueryResult(query, False, error="gpt-researcher returned an empty report")
+            return QueryResult(
+                query,
+                True,
+                report=report,
+                sources=list(data.get("sources") or []),
+                cost_usd=float(data.get("cost_usd") or 0.0),
+                duration_s=float(data.get("duration_s") or 0.0),
+            )
+    tail = (stderr.strip().splitlines() or [f"exit code {rc}"])[-1]
+    return QueryResult(query, False, error=f"gpt-researcher worker failed (exit {rc}): {tail[:300]}")
+
+
+def run_query(python: str, query: str, s: ResearchSettings, workdir: Path) -> QueryResult:
+    """One query in a child process of the gpt-researcher venv; never raises for a failed query."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(
+            [python, str(WORKER)],
+            input=json.dumps(worker_job(query, s)),
+            capture_output=True,
+            text=True,
+            timeout=s.timeout_s,
+            cwd=workdir,  # gpt-researcher writes its outputs/ folder into the working directory
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return QueryResult(query, False, error=f"timed out after {s.timeout_s:.0f}s", duration_s=s.timeout_s)
+    return parse_worker_output(query, proc.returncode, proc.stdout, proc.stderr)
+
+
+def open_ledger(url: str) -> Database:
+    db = Database(url)
+    db.ensure_schema("research", MIGRATIONS)
+    return db
+
+
+def record_result(db: Database, run_id: str, r: QueryResult) -> None:
+    with db.connect() as conn:
+        conn.execute(
+            "INSERT INTO research_reports (report_id, run_id, query, status, report, sources, cost_usd,"
+            " duration_s, report_path, error, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                r.report_id,
+                run_id,
+                r.query,
+                "completed" if r.ok else "failed",
+                r.report or None,
+                json.dumps(r.sources),
+                r.cost_usd,
+                r.duration_s,
+                r.report_path,
+                r.error,
+                utc_now(),
+            ),
+        )
+
+
+def report_markdown(r: QueryResult) -> str:
+    """The report followed by its sources and run facts, as stored in the file and the artifact."""
+    lines = [r.report.rstrip(), "", "---", f"Query: {r.query}", ""]
+    if r.sources:
+        lines += [
+            "Sources:",
+            *[f"- [{s.get('title') or s.get('url')}]({s.get('url')})" for s in r.sources],
+            "",
+        ]
+    lines.append(f"Cost (estimate): ${r.cost_usd:.4f} · duration {r.duration_s:.1f} s · id {r.report_id}")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(run_id: str, results: list[QueryResult]) -> str:
+    lines = [
+        f"# Research run `{run_id}`",
+        "",
+        "| query | status | sources | cost | duration | file or error |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for r in results:
+        detail = r.report_path if r.ok else (r.error or "").replace("|", "/")
+        lines.append(
+            f"| {r.query.replace('|', '/')} | {'ok' if r.ok else 'failed'} | {len(r.sources)} |"
+            f" ${r.cost_usd:.4f} | {r.duration_s:.1f} s | {detail} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,190 @@
+"""The batch-inference flow under Prefect: ledger row, artifacts, routing to the gateway, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.common.errors import ConfigError, ServiceUnavailable
+from flows.inference.batch_io import read_input
+from flows.inference.engines import VllmEngine
+from flows.inference.ledger import get_job, open_ledger
+from flows.inference.runner import run_batch
+from flows.inference.vllm_batch import batch_inference
+from tests.fakes.inference_openai_server import run_fake_openai
+
+pytestmark = pytest.mark.usefixtures("inference_prefect")
+
+
+def write_batch(path: Path, n: int, extra: list[str] | None = None) -> Path:
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"q{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"messages": [{"role": "user", "content": f"hello {i}"}]},
+            }
+        )
+        for i in range(n)
+    ]
+    path.write_text("\n".join(lines + (extra or [])) + "\n")
+    return path
+
+
+async def _artifact_keys() -> set[str]:
+    async with get_client() as client:
+        return {a.key for a in await client.read_artifacts() if a.key}
+
+
+def test_flow_records_the_job_and_writes_artifacts(ledger_url: str, tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 10, ["{oops"])
+    out = tmp_path / "out.jsonl"
+    with run_fake_openai() as primary:
+        result = batch_inference(
+            str(inp), str(out), base_url=primary.url, model="m", ledger_url=ledger_url, progress_every=1
+        )
+    assert result["status"] == "completed_with_errors"
+    assert (result["ok"], result["failed"], result["skipped"]) == (10, 1, 0)
+    job = get_job(open_ledger(ledger_url), result["job_id"])
+    assert job is not None
+    assert (job["status"], job["ok"], job["failed"], job["endpoint"]) == (
+        "completed_with_errors",
+        10,
+        1,
+        primary.url,
+    )
+    assert job["tokens"] == result["tokens"] > 0 and job["finished_at"]
+    assert {"batch-inference-progress", "batch-inference-summary"} <= asyncio.run(_artifact_keys())
+
+
+def test_flow_routes_to_the_gateway_when_vllm_is_down(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    inp = write_batch(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    with run_fake_openai() as vllm, run_fake_openai() as litellm:
+        vllm.down = True
+        result = batch_inference(
+            str(inp),
+            str(out),
+            base_url=vllm.url,
+            fallback_url=litellm.url,
+            on_primary_down="fallback",
+            max_wait_s=0.3,
+            poll_s=0.1,
+            ledger_url=ledger,
+        )
+        assert result["endpoint"] == litellm.url and result["ok"] == 5
+        assert vllm.requests == [] and len(litellm.requests) == 5
+
+
+def test_a_primary_that_fails_mid_run_hands_the_rest_to_the_gateway(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 8)
+    out = tmp_path / "out.jsonl"
+    with run_fake_openai() as vllm, run_fake_openai() as litellm:
+        vllm.fail_all = 503  # /health still says ok: the failure shows only on real requests
+        result = batch_inference(
+            str(inp),
+            str(out),
+            base_url=vllm.url,
+            fallback_url=litellm.url,
+            on_primary_down="fallback",
+            max_retries=1,
+            concurrency=2,
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        )
+        assert result["ok"] == 8 and result["failed"] == 0
+        assert result["endpoint"] == f"{vllm.url} -> {litellm.url}"
+        assert len(litellm.requests) == 8 and len(vllm.requests) <= 2 * 2  # at most the first try per worker
+    assert [json.loads(x)["custom_id"] for x in out.read_text().splitlines()] == [f"q{i}" for i in range(8)]
+
+
+def test_flow_fails_clearly_when_vllm_stays_down_and_records_it(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    inp = write_batch(tmp_path / "in.jsonl", 2)
+    with run_fake_openai() as vllm:
+        vllm.down = True
+        with pytest.raises(ServiceUnavailable, match="is down"):
+            batch_inference(
+                str(inp),
+                str(tmp_path / "out.jsonl"),
+                base_url=vllm.url,
+                max_wait_s=0.2,
+                poll_s=0.1,
+                ledger_url=ledger,
+            )
+    db = open_ledger(ledger)
+    with db.connect() as conn:
+        rows = conn.execute("SELECT status, error FROM inference_jobs").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "failed" and "is down" in rows[0][1]
+
+
+def test_flow_refuses_duplicates_before_sending_anything(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 3)
+    inp.write_text(inp.read_text() + inp.read_text().splitlines()[1] + "\n")
+    with run_fake_openai() as primary:
+        with pytest.raises(ConfigError, match="duplicate custom_id values: q1"):
+            batch_inference(
+                str(inp),
+                str(tmp_path / "out.jsonl"),
+                base_url=primary.url,
+                ledger_url=f"sqlite:///{tmp_path}/l.db",
+            )
+        assert primary.requests == []
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def _vllm_importable() -> bool:
+    try:
+        import vllm  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_vllm_importable(), reason="vllm is installed: the missing-vllm error cannot happen")
+def test_choosing_vllm_without_vllm_is_one_clear_error(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 1)
+    with pytest.raises(ConfigError, match=r"engine 'vllm' needs the vllm package"):
+        batch_inference(
+            str(inp),
+            str(tmp_path / "o.jsonl"),
+            engine="vllm",
+            model="m",
+            ledger_url=f"sqlite:///{tmp_path}/l.db",
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _vllm_importable(), reason="vllm is not installed on this machine")
+def test_vllm_engine_runs_chat_completions_and_embeddings_in_process(tmp_path: Path) -> None:
+    """Needs vllm, a GPU and a small local model in SWARM_TEST_VLLM_MODEL (a path or an HF name in cache)."""
+    import os
+
+    model = os.environ.get("SWARM_TEST_VLLM_MODEL")
+    if not model:
+        pytest.skip("set SWARM_TEST_VLLM_MODEL to a small local model")
+    lines = [
+        json.dumps(
+            {
+                "custom_id": "c",
+                "method": "POST",
+                "url": "/v1/completions",
+                "body": {"prompt": "1 2 3", "max_tokens": 4},
+            }
+        ),
+    ]
+    inp = tmp_path / "in.jsonl"
+    write_batch(inp, 3, lines)
+    out = tmp_path / "out.jsonl"
+    engine = VllmEngine(model, {"gpu_memory_utilization": 0.5, "max_model_len": 512, "enforce_eager": True})
+    stats = run_batch(inp, out, engine, items=read_input(inp))
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["q0", "q1", "q2", "c"]
+    assert stats.ok == 4, rows
+    assert rows[0]["response"]["body"]["choices"][0]["message"]["content"]
+    assert rows[3]["response"]["body"]["usage"]["completion_tokens"] > 0

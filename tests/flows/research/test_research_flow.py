@@ -1,0 +1,97 @@
+"""The research flow runs gpt-researcher for real (in its own venv) against a local SearXNG and a local
+OpenAI-compatible server, with every other destination unreachable, and stores the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.common.errors import ConfigError
+from flows.research.gpt_researcher_run import research
+from flows.research.reports import open_ledger
+from tests.fakes.inference_openai_server import run_fake_openai
+from tests.fakes.research_searxng import run_fake_searxng
+
+GPTR_PYTHON = os.environ.get("SWARM_GPTR_PYTHON", "/opt/gptr/bin/python")
+needs_gptr = pytest.mark.skipif(
+    not Path(GPTR_PYTHON).exists(), reason=f"no gpt-researcher venv at {GPTR_PYTHON} (set SWARM_GPTR_PYTHON)"
+)
+
+
+def answer(body: dict[str, Any]) -> str:
+    """What a model would say to each of gpt-researcher's prompts, in the shape it parses."""
+    text = json.dumps(body.get("messages"))
+    if "[hang]" in text:
+        time.sleep(120)  # a gateway that never answers: the flow's per-query timeout must end it
+    if "agent_role_prompt" in text:
+        return json.dumps({"server": "Research Agent", "agent_role_prompt": "You are a careful researcher."})
+    if "search queries" in text:
+        return json.dumps(["prefect work pool routing"])
+    return "# Work pools\n\nA work pool routes flow runs to the workers that poll it.\n"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Anything not on 127.0.0.1 goes to a dead proxy; tiktoken gets an empty cache, so a download
+    attempt would fail the run instead of passing silently."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    (tmp_path / "tiktoken").mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TAVILY_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+@needs_gptr
+@pytest.mark.slow
+@pytest.mark.usefixtures("research_prefect", "offline")
+def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(
+    pg_ledger_url: str, tmp_path: Path
+) -> None:
+    ledger_url = pg_ledger_url  # one backend: each run waits out a 25 s timeout
+    with run_fake_openai() as llm, run_fake_searxng() as searx:
+        llm.chat_responder = answer
+        result = research(
+            ["How do Prefect work pools route runs?", "[hang] a query the gateway never answers"],
+            llm_base_url=f"{llm.url}/v1",
+            searx_url=searx.url,
+            fast_llm="fake-model",
+            embedding_model="fake-embed",
+            max_iterations=1,
+            max_subtopics=1,
+            gptr_python=GPTR_PYTHON,
+            output_dir=str(tmp_path / "reports"),
+            ledger_url=ledger_url,
+            timeout_s=25,  # the good query takes ~3 s here
+        )
+        assert "prefect work pool routing" in searx.queries  # gpt-researcher searched via SearXNG
+    assert (result["ok"], result["failed"]) == (1, 1)
+    good = result["reports"][0]
+    text = Path(good["path"]).read_text()
+    assert "A work pool routes flow runs" in text and f"{searx.url}/page/2" in text
+    with open_ledger(ledger_url).connect() as conn:
+        rows = conn.execute(
+            "SELECT query, status, report, sources, cost_usd, duration_s, error FROM research_reports"
+        ).fetchall()
+    by_query = {r[0]: r for r in rows}
+    ok_row = by_query["How do Prefect work pools route runs?"]
+    assert ok_row[1] == "completed" and "work pool" in ok_row[2]
+    assert any(s["url"].endswith("/page/2") for s in json.loads(ok_row[3]))
+    assert ok_row[4] > 0 and ok_row[5] > 0
+    bad_row = by_query["[hang] a query the gateway never answers"]
+    assert bad_row[1] == "failed" and bad_row[6] == "timed out after 25s"
+
+
+@pytest.mark.usefixtures("research_prefect")
+def test_without_gpt_researcher_the_flow_says_how_to_install_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="gpt-researcher"):
+        research("q", gptr_python=str(tmp_path / "missing-python"), ledger_url=f"sqlite:///{tmp_path}/l.db")
