@@ -14,3 +14,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==2.13.0"
 pip install -q -c constraints.txt -e ".${extras}"
 pip install -q --no-deps "unstructured-inference==1.6.14"
+
+# gpt-researcher pins numpy<2.3 (the project needs 2.4), so the research flow runs it in its own venv,
+# one child process per query (flows/research). Only the tests and the thanos node need it.
+if [ -n "$extras" ] || [ "${SWARM_WITH_GPTR:-}" = "1" ]; then
+  [ -x .venv-gptr/bin/python ] || python3.11 -m venv .venv-gptr
+  .venv-gptr/bin/pip install -q -r flows/research/gptr-requirements.txt
+fi

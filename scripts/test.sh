@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
 . .venv/bin/activate
+export SWARM_GPTR_PYTHON="${SWARM_GPTR_PYTHON:-$PWD/.venv-gptr/bin/python}"
 ruff check .
 ruff format --check .
 # pytest exits 5 when it collected nothing; with `set -e` that fails the run, as it should.

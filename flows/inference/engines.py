@@ -60,9 +60,7 @@ def usage_tokens(body: Any) -> int:
     total = usage.get("total_tokens")
     if isinstance(total, int):
         return total
-    return sum(
-        v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens") and isinstance(v, int)
-    )
+    return sum(v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens") and isinstance(v, int))
 
 
 def retry_delay(attempt: int, retry_after: str | None, base_s: float, cap_s: float) -> float:
@@ -95,9 +93,7 @@ class HttpSettings:
 
 def is_outage(o: Outcome) -> bool:
     """Failures that say the server is unwell, not that the request is wrong."""
-    return o.error_code in ("timeout", "connection_error") or (
-        o.error_code == "http_error" and o.status_code >= 500
-    )
+    return o.error_code in ("timeout", "connection_error") or (o.error_code == "http_error" and o.status_code >= 500)
 
 
 class HttpEngine:
@@ -170,9 +166,7 @@ class HttpEngine:
                     tokens = usage_tokens(payload)
                     self.limiter.record_tokens(tokens)
                     return Outcome(resp.status_code, payload, tokens=tokens, attempts=attempt + 1)
-                last = Outcome(
-                    resp.status_code, payload, "http_error", _error_message(resp.status_code, payload)
-                )
+                last = Outcome(resp.status_code, payload, "http_error", _error_message(resp.status_code, payload))
                 if resp.status_code not in RETRYABLE_STATUS:
                     return _with_attempts(last, attempt + 1)
                 retry_after = resp.headers.get("retry-after")
@@ -319,9 +313,7 @@ class VllmEngine:
             ]
         params = [self.vllm.SamplingParams(**sampling_kwargs(r.body)) for r in reqs]
         if url == "/v1/chat/completions":
-            outs = llm.chat(
-                [r.body.get("messages", []) for r in reqs], sampling_params=params, use_tqdm=False
-            )
+            outs = llm.chat([r.body.get("messages", []) for r in reqs], sampling_params=params, use_tqdm=False)
         else:
             outs = llm.generate([str(r.body.get("prompt", "")) for r in reqs], params, use_tqdm=False)
         return [self._completion(url, out, created) for out in outs]

@@ -62,9 +62,7 @@ class BatchStats:
 def outcome_line(req: BatchRequest, o: Outcome) -> dict[str, object]:
     if o.ok:
         return ok_output(req.custom_id, o.body, o.status_code)
-    return error_output(
-        req.custom_id, req.line, o.error_code or "error", o.error_message or "", o.status_code, o.body
-    )
+    return error_output(req.custom_id, req.line, o.error_code or "error", o.error_message or "", o.status_code, o.body)
 
 
 def chunks(items: list[Item], size: int) -> list[list[Item]]:
@@ -122,9 +120,7 @@ def run_batch(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description="Run an OpenAI Batch JSONL file against an OpenAI-compatible server."
-    )
+    p = argparse.ArgumentParser(description="Run an OpenAI Batch JSONL file against an OpenAI-compatible server.")
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--base-url", required=True)

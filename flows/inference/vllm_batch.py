@@ -96,9 +96,7 @@ def batch_inference(
     start_job(db, job_id, str(inp), str(out), engine)
     stats = BatchStats(total=len(items))
     endpoint: str | None = None
-    progress_id = create_progress_artifact(
-        0.0, key="batch-inference-progress", description=f"{job_id}: {inp}"
-    )
+    progress_id = create_progress_artifact(0.0, key="batch-inference-progress", description=f"{job_id}: {inp}")
     last_reported = [0]
 
     def on_progress(s: BatchStats) -> None:
@@ -142,9 +140,7 @@ def batch_inference(
                 requests_per_minute=requests_per_minute,
                 tokens_per_hour=tokens_per_hour,
                 fallback_base_url=fallback_url if fail_over else None,
-                fallback_api_key=os.environ.get(fallback_api_key_env)
-                if fail_over and fallback_api_key_env
-                else None,
+                fallback_api_key=os.environ.get(fallback_api_key_env) if fail_over and fallback_api_key_env else None,
             )
             http_engine = HttpEngine(settings)
             stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items=items)

@@ -199,11 +199,7 @@ def backup(
             return []
 
     if postgres_dsn:
-        for db in (
-            databases
-            if databases is not None
-            else listed("postgres", lambda: pg.list_databases(postgres_dsn))
-        ):
+        for db in databases if databases is not None else listed("postgres", lambda: pg.list_databases(postgres_dsn)):
             go("postgres", db, "dump", postgres_work(postgres_dsn, db, root, min_free_bytes))
         if include_globals:
             go("postgres-globals", pg.base_database_of(postgres_dsn), "sql", globals_work(postgres_dsn))

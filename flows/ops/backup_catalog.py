@@ -27,9 +27,7 @@ MIGRATIONS = [
     "CREATE INDEX backup_catalog_series ON backup_catalog (kind, target, created_at)",
 ]
 GOOD, BAD = "good", "bad"
-COLUMNS = (
-    "id, kind, target, location, size_bytes, sha256, verified, status, reason, detail, created_at, pruned_at"
-)
+COLUMNS = "id, kind, target, location, size_bytes, sha256, verified, status, reason, detail, created_at, pruned_at"
 
 
 class BackupFailed(SwarmError):
@@ -85,9 +83,7 @@ class Catalog:
 
     def series(self, kind: str, target: str) -> list[CatalogEntry]:
         """Entries of one series not pruned yet, oldest first."""
-        return self._rows(
-            "kind = %s AND target = %s AND pruned_at IS NULL ORDER BY created_at", (kind, target)
-        )
+        return self._rows("kind = %s AND target = %s AND pruned_at IS NULL ORDER BY created_at", (kind, target))
 
     def mark_pruned(self, backup_id: str) -> None:
         with self.db.connect() as conn:
@@ -117,9 +113,7 @@ def check_free_space(
         )
 
 
-def run_tool(
-    args: Sequence[str], what: str, timeout_s: float = 3600, env: dict[str, str] | None = None
-) -> str:
+def run_tool(args: Sequence[str], what: str, timeout_s: float = 3600, env: dict[str, str] | None = None) -> str:
     """Run a client binary; a missing binary or a non-zero exit becomes a one-line BackupFailed."""
     if shutil.which(args[0]) is None:
         raise BackupFailed(f"{args[0]} not found on PATH: install the client tools on this node")

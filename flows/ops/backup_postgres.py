@@ -60,9 +60,7 @@ def dump_database(base_dsn: str, dbname: str, dest: Path) -> dict[str, int]:
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             counts = table_counts(conn)
             # The transaction stays open while pg_dump reads the same snapshot.
-            run_tool(
-                ["pg_dump", "-Fc", f"--snapshot={snapshot}", "-f", str(dest), "--dbname", dsn], "pg_dump"
-            )
+            run_tool(["pg_dump", "-Fc", f"--snapshot={snapshot}", "-f", str(dest), "--dbname", dsn], "pg_dump")
     except psycopg.Error as exc:
         raise BackupFailed(f"cannot read database {dbname}: {str(exc).strip().splitlines()[-1]}") from exc
     return counts
@@ -156,9 +154,7 @@ def restore_database(path: Path, base_dsn: str, dbname: str, overwrite: bool = F
             drop_database(base_dsn, dbname)
         with _admin(base_dsn) as conn:
             conn.execute(
-                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(staging), sql.Identifier(dbname)
-                )
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(dbname))
             )
     except BaseException:
         drop_database(base_dsn, staging)

@@ -35,9 +35,7 @@ def _vectors_config(client: QdrantClient, name: str) -> dict[str, Any]:
         dense = {k: v.model_dump(mode="json", exclude_none=True) for k, v in vectors.items()}
     else:
         dense = vectors.model_dump(mode="json", exclude_none=True) if vectors is not None else None
-    sparse = {
-        k: v.model_dump(mode="json", exclude_none=True) for k, v in (params.sparse_vectors or {}).items()
-    }
+    sparse = {k: v.model_dump(mode="json", exclude_none=True) for k, v in (params.sparse_vectors or {}).items()}
     return {"vectors": dense, "sparse_vectors": sparse}
 
 
@@ -61,10 +59,7 @@ def export_collection(client: QdrantClient, name: str, dest: Path) -> int:
         for p in _points(client, name):
             vector = p.vector.model_dump(mode="json") if hasattr(p.vector, "model_dump") else p.vector
             if isinstance(vector, dict):  # named or sparse vectors
-                vector = {
-                    k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v)
-                    for k, v in vector.items()
-                }
+                vector = {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in vector.items()}
             fh.write(json.dumps({"id": p.id, "vector": vector, "payload": p.payload}) + "\n")
             count += 1
     return count
@@ -95,9 +90,7 @@ def _create_like(client: QdrantClient, name: str, header: dict[str, Any]) -> Non
         vectors: Any = {k: models.VectorParams.model_validate(v) for k, v in dense.items()}
     else:
         vectors = models.VectorParams.model_validate(dense) if dense else {}
-    sparse = {
-        k: models.SparseVectorParams.model_validate(v) for k, v in header.get("sparse_vectors", {}).items()
-    }
+    sparse = {k: models.SparseVectorParams.model_validate(v) for k, v in header.get("sparse_vectors", {}).items()}
     client.create_collection(name, vectors_config=vectors, sparse_vectors_config=sparse or None)
 
 
@@ -155,9 +148,7 @@ def verify_export(client: QdrantClient, path: Path, expected_count: int, sample:
     return f"{expected_count} points restored and {len(picked)} sampled points identical"
 
 
-def snapshot_collection(
-    url: str, name: str, dest: Path, api_key: str | None = None, timeout_s: float = 3600
-) -> str:
+def snapshot_collection(url: str, name: str, dest: Path, api_key: str | None = None, timeout_s: float = 3600) -> str:
     """Create a server snapshot, download it to ``dest``; returns its sha256."""
     headers = {"api-key": api_key} if api_key else {}
     base = url.rstrip("/")
@@ -177,13 +168,9 @@ def snapshot_collection(
         http.delete(f"{base}/collections/{name}/snapshots/{info['name']}")
     sha = digest.hexdigest()
     if info.get("checksum") and info["checksum"] != sha:
-        raise BackupFailed(
-            f"Qdrant snapshot {info['name']} checksum mismatch: server {info['checksum']}, got {sha}"
-        )
+        raise BackupFailed(f"Qdrant snapshot {info['name']} checksum mismatch: server {info['checksum']}, got {sha}")
     if info.get("size") and info["size"] != dest.stat().st_size:
-        raise BackupFailed(
-            f"Qdrant snapshot {info['name']} is {dest.stat().st_size} bytes, server said {info['size']}"
-        )
+        raise BackupFailed(f"Qdrant snapshot {info['name']} is {dest.stat().st_size} bytes, server said {info['size']}")
     return sha
 
 
@@ -203,9 +190,7 @@ def restore_snapshot(
         if existing.status_code == 200:
             points = (existing.json().get("result") or {}).get("points_count") or 0
             if points and not overwrite:
-                raise BackupFailed(
-                    f"Qdrant collection {name} exists and holds {points} points: pass overwrite=True"
-                )
+                raise BackupFailed(f"Qdrant collection {name} exists and holds {points} points: pass overwrite=True")
         with path.open("rb") as fh:
             resp = http.post(
                 f"{base}/collections/{name}/snapshots/upload",
@@ -213,7 +198,5 @@ def restore_snapshot(
                 files={"snapshot": (path.name, fh, "application/octet-stream")},
             )
         if resp.status_code != 200:
-            raise BackupFailed(
-                f"Qdrant snapshot upload into {name} failed: HTTP {resp.status_code} {resp.text[:200]}"
-            )
+            raise BackupFailed(f"Qdrant snapshot upload into {name} failed: HTTP {resp.status_code} {resp.text[:200]}")
     return f"snapshot {path.name} recovered into {name}"

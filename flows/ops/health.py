@@ -76,9 +76,7 @@ def summarize(rows: list[HealthRow], seconds: float) -> dict[str, Any]:
 
 
 @task(task_run_name="publish-metrics", cache_policy=NO_CACHE)
-def publish_metrics(
-    rows: list[HealthRow], seconds: float, textfile: str | None, pushgateway: str | None
-) -> str:
+def publish_metrics(rows: list[HealthRow], seconds: float, textfile: str | None, pushgateway: str | None) -> str:
     text = metrics.format_metrics(rows, seconds, time.time())
     if pushgateway:
         metrics.push_metrics(text, pushgateway)

@@ -70,9 +70,7 @@ def advance(
 def load_state(db: Database) -> dict[str, ServiceState]:
     db.ensure_schema("health", MIGRATIONS)
     with db.connect() as conn:
-        rows = conn.execute(
-            "SELECT service_key, status, down_streak, alerted, changed_at FROM health_state"
-        ).fetchall()
+        rows = conn.execute("SELECT service_key, status, down_streak, alerted, changed_at FROM health_state").fetchall()
     return {k: ServiceState(s, int(n), bool(a), c) for k, s, n, a, c in rows}
 
 

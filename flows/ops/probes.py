@@ -102,9 +102,7 @@ async def probe_vllm(client: httpx.AsyncClient, svc: Service) -> j.Verdict:
 
 
 async def probe_litellm(client: httpx.AsyncClient, svc: Service) -> j.Verdict:
-    live, ready = await asyncio.gather(
-        _get(client, svc, "/health/liveliness"), _get(client, svc, "/health/readiness")
-    )
+    live, ready = await asyncio.gather(_get(client, svc, "/health/liveliness"), _get(client, svc, "/health/readiness"))
     return j.judge_litellm(live.status_code, ready.status_code, _json(ready))
 
 

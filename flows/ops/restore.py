@@ -31,9 +31,7 @@ def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
     if entry is None:
         raise ConfigError(f"no backup {backup_id!r} in the catalog")
     if entry.status != GOOD:
-        raise ConfigError(
-            f"backup {backup_id} is marked {entry.status} ({entry.reason}): refusing to restore it"
-        )
+        raise ConfigError(f"backup {backup_id} is marked {entry.status} ({entry.reason}): refusing to restore it")
     path = Path(entry.location)
     if entry.pruned_at or not path.exists():
         raise ConfigError(f"backup {backup_id} file {path} is gone (pruned {entry.pruned_at or 'no'})")
@@ -75,9 +73,7 @@ def restore(
             raise ConfigError("restoring a Qdrant snapshot needs qdrant_url")
         message = bq.restore_snapshot(qdrant_url, name, path, api_key, overwrite)
     elif entry.kind == "postgres-globals":
-        raise ConfigError(
-            f"globals are restored by hand: psql -d postgres -f {path} (review the roles first)"
-        )
+        raise ConfigError(f"globals are restored by hand: psql -d postgres -f {path} (review the roles first)")
     elif entry.kind == "redis":
         raise ConfigError(
             f"Redis restores need the server stopped: stop redis, copy {path} to its dir as dump.rdb"

@@ -34,9 +34,7 @@ class Policy:
             raise ValueError("retention counts must be >= 0")
 
 
-def _newest_per_period(
-    good: Sequence[BackupRecord], count: int, period: Callable[[datetime], Hashable]
-) -> set[str]:
+def _newest_per_period(good: Sequence[BackupRecord], count: int, period: Callable[[datetime], Hashable]) -> set[str]:
     keep: set[str] = set()
     seen: list[Hashable] = []
     for rec in good:  # newest first
@@ -50,9 +48,7 @@ def _newest_per_period(
     return keep
 
 
-def plan_retention(
-    records: Sequence[BackupRecord], policy: Policy, now: datetime
-) -> tuple[set[str], set[str]]:
+def plan_retention(records: Sequence[BackupRecord], policy: Policy, now: datetime) -> tuple[set[str], set[str]]:
     """(ids to keep, ids to prune) for one series of backups (one database, one collection...)."""
     good = sorted((r for r in records if r.good), key=lambda r: r.created_at, reverse=True)
     keep: set[str] = set()

@@ -72,10 +72,14 @@ def rag_sync(source: SourceSpec, config: dict[str, Any] | None = None) -> dict[s
         progress.report("planned", len(todo))
         progress_id = create_progress_artifact(0.0, key="rag-sync-progress", description="files ingested")
         totals = {"indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0}
+        stage_seconds = {"embed": 0.0, "write": 0.0, "batches": 0.0}
         for number, batch in enumerate(iter_batches(todo, settings.batch_files), start=1):
             result = ingest_batch(source, batch, settings.overrides(), f"{number:04d}")
             for key in totals:
                 totals[key] += result[key]
+            stage_seconds["embed"] += result["seconds"]["embed"]
+            stage_seconds["write"] += result["seconds"]["write"]
+            stage_seconds["batches"] += result["seconds"]["total"]
             done = min(number * settings.batch_files, len(todo))
             update_progress_artifact(progress_id, progress=100.0 * done / max(1, len(todo)))
         update_progress_artifact(progress_id, progress=100.0)
@@ -91,6 +95,7 @@ def rag_sync(source: SourceSpec, config: dict[str, Any] | None = None) -> dict[s
             "removed": len(plan.removed),
             **totals,
             "seconds": round(time.perf_counter() - started, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in stage_seconds.items()},
             "problems": [list(p) for p in services.ledger.problems(src.source_id)],
         }
         status = "completed"

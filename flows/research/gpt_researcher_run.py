@@ -79,9 +79,7 @@ def research(
         total_words=total_words,
         timeout_s=timeout_s,
     )
-    db = open_ledger(
-        ledger_url or os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{_data_dir() / 'ledger.db'}"
-    )
+    db = open_ledger(ledger_url or os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{_data_dir() / 'ledger.db'}")
     out_dir = Path(output_dir) if output_dir else _data_dir() / "research"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"research-{uuid.uuid4().hex[:10]}"

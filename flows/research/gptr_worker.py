@@ -38,10 +38,7 @@ def approx_tokens(text: str) -> int:
 
 
 def estimate_llm_cost(input_content: str, output_content: str) -> float:
-    return (
-        approx_tokens(input_content) * INPUT_COST_PER_TOKEN
-        + approx_tokens(output_content) * OUTPUT_COST_PER_TOKEN
-    )
+    return approx_tokens(input_content) * INPUT_COST_PER_TOKEN + approx_tokens(output_content) * OUTPUT_COST_PER_TOKEN
 
 
 def estimate_embedding_cost(model: str, docs: list) -> float:

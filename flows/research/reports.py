@@ -129,9 +129,7 @@ def parse_worker_output(query: str, rc: int, stdout: str, stderr: str) -> QueryR
             except json.JSONDecodeError:
                 break
             if not data.get("ok"):
-                return QueryResult(
-                    query, False, error=str(data.get("error")), duration_s=data.get("duration_s", 0)
-                )
+                return QueryResult(query, False, error=str(data.get("error")), duration_s=data.get("duration_s", 0))
             report = str(data.get("report") or "")
             if not report.strip():
                 return QueryResult(query, False, error="gpt-researcher returned an empty report")

@@ -83,17 +83,12 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             """Server-sent events as the OpenAI API streams a chat completion: a few deltas, then [DONE]."""
             cid = f"chatcmpl-{uuid.uuid4().hex}"
             words = answer.split(" ")
-            pieces = [
-                " ".join(words[i : i + 5]) + (" " if i + 5 < len(words) else "")
-                for i in range(0, len(words), 5)
-            ]
+            pieces = [" ".join(words[i : i + 5]) + (" " if i + 5 < len(words) else "") for i in range(0, len(words), 5)]
             events = []
             for k, piece in enumerate(pieces):
                 delta = {"content": piece, **({"role": "assistant"} if k == 0 else {})}
                 choice = {"index": 0, "delta": delta, "finish_reason": None}
-                events.append(
-                    {"id": cid, "object": "chat.completion.chunk", "model": model, "choices": [choice]}
-                )
+                events.append({"id": cid, "object": "chat.completion.chunk", "model": model, "choices": [choice]})
             last = {"index": 0, "delta": {}, "finish_reason": "stop"}
             events.append({"id": cid, "object": "chat.completion.chunk", "model": model, "choices": [last]})
             data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
@@ -125,9 +120,7 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             if state.delay_s or state.jitter_s:
                 time.sleep(state.delay_s + random.uniform(0, state.jitter_s))
             if state.fail_all:
-                self._send(
-                    state.fail_all, {"error": {"message": "server unavailable", "type": "server_error"}}
-                )
+                self._send(state.fail_all, {"error": {"message": "server unavailable", "type": "server_error"}})
                 return
             fault = state.next_fault()
             if fault == "500":
@@ -144,9 +137,7 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 time.sleep(state.slow_s)
             text = _text_of(body)
             if "[fail400]" in text:
-                self._send(
-                    400, {"error": {"message": "injected bad request", "type": "invalid_request_error"}}
-                )
+                self._send(400, {"error": {"message": "injected bad request", "type": "invalid_request_error"}})
                 return
             if "[fail500]" in text:
                 self._send(500, {"error": {"message": "injected permanent failure", "type": "server_error"}})
@@ -164,10 +155,7 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             elif self.path == "/v1/embeddings":
                 inputs = body.get("input", "")
                 items = inputs if isinstance(inputs, list) else [inputs]
-                data = [
-                    {"object": "embedding", "index": i, "embedding": _vector(str(x))}
-                    for i, x in enumerate(items)
-                ]
+                data = [{"object": "embedding", "index": i, "embedding": _vector(str(x))} for i, x in enumerate(items)]
                 usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
                 self._send(200, {"object": "list", "model": model, "data": data, "usage": usage})
             else:

@@ -60,9 +60,7 @@ def _handler(state: FakeSearxState) -> type[BaseHTTPRequestHandler]:
             elif parsed.path.startswith("/page/"):
                 n = int(parsed.path.rsplit("/", 1)[1])
                 title, text = PAGES.get(n, ("missing", "no such page"))
-                paragraphs = "".join(
-                    f"<p>{text} Paragraph {i} adds detail about {title}.</p>" for i in range(8)
-                )
+                paragraphs = "".join(f"<p>{text} Paragraph {i} adds detail about {title}.</p>" for i in range(8))
                 head = f"<head><title>{title}</title></head>"
                 html = f"<html>{head}<body><h1>{title}</h1>{paragraphs}</body></html>"
                 self._send(200, html.encode(), "text/html; charset=utf-8")

@@ -119,8 +119,6 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> No
 
 def test_a_corrupt_line_in_the_middle_cuts_the_output_there(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    out.write_text(
-        json.dumps(ok_output("a", {})) + "\n" + "garbage\n" + json.dumps(ok_output("c", {})) + "\n"
-    )
+    out.write_text(json.dumps(ok_output("a", {})) + "\n" + "garbage\n" + json.dumps(ok_output("c", {})) + "\n")
     done = repair_output(out)
     assert done.custom_ids == {"a"} and out.read_text().count("\n") == 1

@@ -75,17 +75,13 @@ def test_routing_rejects_bad_configuration() -> None:
 def test_choose_endpoint_polls_until_the_primary_comes_back() -> None:
     clock = FakeClock()
     health = iter([False, False, True])
-    url = choose_endpoint(
-        "http://p", "http://f", lambda _: next(health), "wait", 60, 5, clock=clock, sleep=clock.sleep
-    )
+    url = choose_endpoint("http://p", "http://f", lambda _: next(health), "wait", 60, 5, clock=clock, sleep=clock.sleep)
     assert url == "http://p" and clock.now == 1010.0
 
 
 def test_choose_endpoint_routes_to_the_gateway_after_the_wait() -> None:
     clock = FakeClock()
-    url = choose_endpoint(
-        "http://p", "http://f", lambda _: False, "fallback", 12, 5, clock=clock, sleep=clock.sleep
-    )
+    url = choose_endpoint("http://p", "http://f", lambda _: False, "fallback", 12, 5, clock=clock, sleep=clock.sleep)
     assert url == "http://f" and clock.now == 1012.0
 
 

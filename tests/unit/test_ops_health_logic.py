@@ -21,11 +21,7 @@ def row(status: str, name: str = "vault", node: str = "oracle") -> HealthRow:
 
 
 def test_defaults_cover_the_cluster() -> None:
-    ports = {
-        (s.node, s.name): s.target.rsplit(":", 1)[-1].split("/")[0]
-        for s in DEFAULT_SERVICES
-        if ":" in s.target
-    }
+    ports = {(s.node, s.name): s.target.rsplit(":", 1)[-1].split("/")[0] for s in DEFAULT_SERVICES if ":" in s.target}
     assert ports[("oracle", "postgres")] == "5432" and ports[("starlord", "vllm")] == "8000"
     assert ports[("starlord", "qdrant")] == "6333" and ports[("thanos", "searxng")] == "8080"
     assert ports[("oracle", "vault")] == "8200" and ports[("oracle", "prefect-api")] == "4200"
@@ -34,15 +30,11 @@ def test_defaults_cover_the_cluster() -> None:
 
 def test_inventory_from_yaml_json_and_dicts(tmp_path: Path) -> None:
     yml = tmp_path / "inv.yaml"
-    yml.write_text(
-        "services:\n  - {name: pg, kind: postgres, node: oracle, dsn: 'postgresql://x/y', timeout_s: 2}\n"
-    )
+    yml.write_text("services:\n  - {name: pg, kind: postgres, node: oracle, dsn: 'postgresql://x/y', timeout_s: 2}\n")
     (svc,) = load_inventory(yml)
     assert (svc.kind, svc.target, svc.timeout_s) == ("postgres", "postgresql://x/y", 2.0)
     js = tmp_path / "inv.json"
-    js.write_text(
-        json.dumps([{"name": "ha", "kind": "haproxy", "node": "oracle", "url": "http://h", "path": "/m"}])
-    )
+    js.write_text(json.dumps([{"name": "ha", "kind": "haproxy", "node": "oracle", "url": "http://h", "path": "/m"}]))
     assert load_inventory(js)[0].target == "http://h"
     (gpu,) = load_inventory([{"name": "gpu", "kind": "gpu", "node": "thanos", "max_temp_c": 80}])
     assert gpu.target == "local" and gpu.options == {"max_temp_c": 80}

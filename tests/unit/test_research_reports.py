@@ -43,9 +43,7 @@ def test_worker_output_last_json_line_wins() -> None:
 
 
 def test_worker_failures_become_one_line_reasons() -> None:
-    failed = parse_worker_output(
-        "q", 0, json.dumps({"ok": False, "error": "APIConnectionError: refused"}), ""
-    )
+    failed = parse_worker_output("q", 0, json.dumps({"ok": False, "error": "APIConnectionError: refused"}), "")
     assert not failed.ok and failed.error == "APIConnectionError: refused"
     empty = parse_worker_output("q", 0, json.dumps({"ok": True, "report": "  "}), "")
     assert not empty.ok and "empty report" in (empty.error or "")
@@ -68,8 +66,6 @@ def test_missing_or_wrong_interpreter_is_a_clear_error() -> None:
 
 
 def test_report_file_lists_sources_and_cost() -> None:
-    r = QueryResult(
-        "q?", True, report="# Title\n\nBody", sources=[{"url": "http://a", "title": "A"}], cost_usd=0.01
-    )
+    r = QueryResult("q?", True, report="# Title\n\nBody", sources=[{"url": "http://a", "title": "A"}], cost_usd=0.01)
     md = report_markdown(r)
     assert md.startswith("# Title") and "- [A](http://a)" in md and "$0.0100" in md

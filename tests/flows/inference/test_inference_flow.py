@@ -17,8 +17,6 @@ from flows.inference.runner import run_batch
 from flows.inference.vllm_batch import batch_inference
 from tests.fakes.inference_openai_server import run_fake_openai
 
-pytestmark = pytest.mark.usefixtures("inference_prefect")
-
 
 def write_batch(path: Path, n: int, extra: list[str] | None = None) -> Path:
     lines = [

@@ -61,9 +61,7 @@ def test_output_keeps_input_order_under_concurrency(server: FakeOpenAIState, tmp
 def test_completions_and_embeddings_go_to_their_endpoints(server: FakeOpenAIState, tmp_path: Path) -> None:
     lines = [
         json.dumps({"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"prompt": "hi"}}),
-        json.dumps(
-            {"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"input": ["a", "b"]}}
-        ),
+        json.dumps({"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"input": ["a", "b"]}}),
     ]
     out = tmp_path / "out.jsonl"
     run_batch(write_input(tmp_path / "in.jsonl", lines), out, engine(server.url, model="served-model"))
@@ -89,9 +87,7 @@ def test_500_and_429_are_retried_honouring_retry_after(server: FakeOpenAIState, 
     assert read_output(out)[0]["error"] is None
 
 
-def test_errors_after_retries_and_client_errors_become_error_lines(
-    server: FakeOpenAIState, tmp_path: Path
-) -> None:
+def test_errors_after_retries_and_client_errors_become_error_lines(server: FakeOpenAIState, tmp_path: Path) -> None:
     lines = [
         chat_line("good-1", "fine"),
         chat_line("perm-500", "always [fail500]"),
@@ -104,10 +100,7 @@ def test_errors_after_retries_and_client_errors_become_error_lines(
     stats = run_batch(write_input(tmp_path / "in.jsonl", lines), out, engine(server.url, max_retries=2))
     rows = read_output(out)
     assert [r["custom_id"] for r in rows] == ["good-1", "perm-500", "bad-400", None, "img", "good-2"]
-    assert (
-        rows[1]["response"]["status_code"] == 500
-        and "injected permanent failure" in rows[1]["error"]["message"]
-    )
+    assert rows[1]["response"]["status_code"] == 500 and "injected permanent failure" in rows[1]["error"]["message"]
     assert rows[2]["response"]["status_code"] == 400 and rows[2]["error"]["code"] == "http_error"
     assert rows[3]["error"]["code"] == "invalid_json" and rows[3]["error"]["line"] == 4
     assert rows[4]["error"]["code"] == "unsupported_url"
@@ -138,9 +131,7 @@ def test_rerun_skips_what_is_done(server: FakeOpenAIState, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_writes_each_custom_id_exactly_once(
-    server: FakeOpenAIState, tmp_path: Path
-) -> None:
+def test_resume_after_sigkill_writes_each_custom_id_exactly_once(server: FakeOpenAIState, tmp_path: Path) -> None:
     n = 120
     server.delay_s = 0.02
     inp = write_input(tmp_path / "in.jsonl", [chat_line(f"id-{i:03d}", f"q{i}") for i in range(n)])

@@ -27,8 +27,7 @@ def source_db() -> Iterator[str]:
         conn.execute("CREATE TABLE research.reports (id BIGINT PRIMARY KEY, cost DOUBLE PRECISION)")
         conn.execute("CREATE TABLE empty_one (k TEXT)")
         conn.execute(
-            "INSERT INTO documents (title, body)"
-            " SELECT 'doc ' || g, repeat('x', g) FROM generate_series(1, 250) g"
+            "INSERT INTO documents (title, body) SELECT 'doc ' || g, repeat('x', g) FROM generate_series(1, 250) g"
         )
         conn.execute("INSERT INTO research.reports SELECT g, g * 0.01 FROM generate_series(1, 40) g")
     try:
@@ -37,15 +36,6 @@ def source_db() -> Iterator[str]:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'DROP DATABASE IF EXISTS "{name}_restored" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """A throwaway Prefect API for the tests that run whole flows (artifacts, events, task runs)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 @pytest.fixture

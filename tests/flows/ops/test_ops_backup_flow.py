@@ -20,8 +20,6 @@ from flows.ops.backup_catalog import BackupFailed, Catalog
 from flows.ops.restore import restore
 from tests.flows.ops.conftest import PG_ADMIN_URL
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 @pytest.fixture
 def qdrant_path(fast_tmp: Path) -> str:
@@ -64,14 +62,10 @@ def test_backup_then_restore(tmp_path: Path, source_db: str, qdrant_path: str, e
     assert [e["event"] for e in events] == [BACKUP_SUCCEEDED] * 4
     catalog = Catalog(Database(params["ledger_url"]))
     entries = {
-        e.kind: e
-        for k in ("postgres", "redis", "qdrant-export")
-        for e in catalog.series(k, _target(k, source_db))
+        e.kind: e for k in ("postgres", "redis", "qdrant-export") for e in catalog.series(k, _target(k, source_db))
     }
     assert set(entries) == {"postgres", "redis", "qdrant-export"}
-    assert all(
-        e.verified and e.sha256 and Path(e.location).stat().st_size == e.size_bytes for e in entries.values()
-    )
+    assert all(e.verified and e.sha256 and Path(e.location).stat().st_size == e.size_bytes for e in entries.values())
     assert "290 rows verified" in (entries["postgres"].detail or "")
 
     with psycopg.connect(pg.dsn_for(PG_ADMIN_URL, source_db)) as conn:
@@ -92,9 +86,7 @@ def test_backup_then_restore(tmp_path: Path, source_db: str, qdrant_path: str, e
 
     Path(entries["postgres"].location).write_bytes(b"tampered")
     with pytest.raises(BackupFailed, match="does not match its sha256"):
-        restore(
-            entries["postgres"].id, target="x", postgres_dsn=PG_ADMIN_URL, ledger_url=params["ledger_url"]
-        )
+        restore(entries["postgres"].id, target="x", postgres_dsn=PG_ADMIN_URL, ledger_url=params["ledger_url"])
 
 
 def _target(kind: str, source_db: str) -> str:

@@ -84,9 +84,7 @@ def test_globals_dump_is_complete(tmp_path: Path) -> None:
         pg.verify_globals(dest)
 
 
-def test_missing_pg_dump_is_a_clear_failure(
-    source_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_pg_dump_is_a_clear_failure(source_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BackupFailed, match="pg_dump not found on PATH"):
         pg.dump_database(PG_ADMIN_URL, source_db, tmp_path / "x.dump")
@@ -117,9 +115,7 @@ def test_redis_unreachable_fails_cleanly(tmp_path: Path) -> None:
 @pytest.fixture
 def qdrant(fast_tmp: Path) -> QdrantClient:
     client = QdrantClient(path=str(fast_tmp / "qdrant"))
-    client.create_collection(
-        "docs", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE)
-    )
+    client.create_collection("docs", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE))
     rng = np.random.default_rng(7)
     points = [
         models.PointStruct(

@@ -14,13 +14,9 @@ from flows.ops.health import health
 from tests.fakes.ops_services import fake_cluster
 from tests.flows.ops.conftest import PG_ADMIN_URL
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 def inventory(urls: dict[str, str], tmp_path: Path) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = [
-        {"name": k, "kind": k, "node": "oracle", "url": u} for k, u in urls.items()
-    ]
+    items: list[dict[str, Any]] = [{"name": k, "kind": k, "node": "oracle", "url": u} for k, u in urls.items()]
     items += [
         {"name": "postgres", "kind": "postgres", "node": "oracle", "dsn": PG_ADMIN_URL},
         {"name": "redis", "kind": "redis", "node": "oracle", "url": "redis://127.0.0.1:6379/0"},
@@ -37,9 +33,7 @@ def inventory(urls: dict[str, str], tmp_path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def test_health_flow_reports_down_once_and_recovery_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_health_flow_reports_down_once_and_recovery_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr(
         health_module,
@@ -92,9 +86,7 @@ def test_health_flow_rejects_bad_parameters(tmp_path: Path) -> None:
         health(ledger_url="mysql://x/y")
 
 
-def test_health_flow_keeps_alerting_when_the_ledger_is_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_health_flow_keeps_alerting_when_the_ledger_is_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
     monkeypatch.setattr(health_module, "emit_event", lambda event, resource, payload: sent.append(event))
     params = {

@@ -20,9 +20,7 @@ def test_health_state_round_trip_and_upsert(ledger_url: str) -> None:
 
 def test_catalog_series_get_and_prune(ledger_url: str) -> None:
     catalog = Catalog(Database(ledger_url))
-    old = CatalogEntry(
-        "postgres", "app", "/b/1", GOOD, True, 10, "ab", created_at="2026-11-01T02:30:00.000+00:00"
-    )
+    old = CatalogEntry("postgres", "app", "/b/1", GOOD, True, 10, "ab", created_at="2026-11-01T02:30:00.000+00:00")
     new = CatalogEntry(
         "postgres", "app", "/b/2", BAD, reason="pg_dump failed: x", created_at="2026-11-02T02:30:00.000+00:00"
     )

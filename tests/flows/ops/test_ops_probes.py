@@ -154,12 +154,6 @@ def test_haproxy_monitor_uri_is_configurable() -> None:
 def test_qdrant_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWARM_TEST_QDRANT_KEY", "s3cret")
     with fake_service(HEALTHY["qdrant"]) as srv:
-        run(
-            [
-                Service(
-                    "qdrant", "qdrant", "starlord", srv.url, options={"api_key_env": "SWARM_TEST_QDRANT_KEY"}
-                )
-            ]
-        )
+        run([Service("qdrant", "qdrant", "starlord", srv.url, options={"api_key_env": "SWARM_TEST_QDRANT_KEY"})])
         headers = srv.headers_seen
     assert headers and all(h.get("api-key") == "s3cret" for h in headers)

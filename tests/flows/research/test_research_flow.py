@@ -53,10 +53,8 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
 
 @needs_gptr
 @pytest.mark.slow
-@pytest.mark.usefixtures("research_prefect", "offline")
-def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(
-    pg_ledger_url: str, tmp_path: Path
-) -> None:
+@pytest.mark.usefixtures("offline")
+def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(pg_ledger_url: str, tmp_path: Path) -> None:
     ledger_url = pg_ledger_url  # one backend: each run waits out a 25 s timeout
     with run_fake_openai() as llm, run_fake_searxng() as searx:
         llm.chat_responder = answer
@@ -91,7 +89,6 @@ def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(
     assert bad_row[1] == "failed" and bad_row[6] == "timed out after 25s"
 
 
-@pytest.mark.usefixtures("research_prefect")
 def test_without_gpt_researcher_the_flow_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gpt-researcher"):
         research("q", gptr_python=str(tmp_path / "missing-python"), ledger_url=f"sqlite:///{tmp_path}/l.db")
