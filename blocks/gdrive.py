@@ -22,7 +22,8 @@ class GoogleDriveCredentials(Block):
         ```python
         from blocks.gdrive import GoogleDriveCredentials
 
-        creds = GoogleDriveCredentials.load("gdrive-reader").get_credentials()
+        block = GoogleDriveCredentials.load("BLOCK_NAME")
+        creds = block.get_credentials()
         ```
     """
 
