@@ -344,3 +344,22 @@ def test_spec_needs_a_scope() -> None:
         GoogleDriveSpec().build(Database("sqlite:///unused.db"))
     assert GoogleDriveSpec(folder_ids=["x"]).kind == "gdrive"
     assert FOLDER not in GoogleDriveSpec().mime_allowlist
+
+
+def test_renaming_a_folder_or_the_root_updates_paths_without_new_versions(env: Env) -> None:
+    ids = build_tree(env.drive, env.root)
+    source, ledger = env.source(), Ledger()
+    ledger.sync(source)
+    versions = {i: d.version for i, d in ledger.docs.items()}
+    env.drive.rename(ids["reports"], "Quarterly")
+    cs = ledger.sync(source)
+    assert sorted(d.path for d in cs.documents) == ["Team/Quarterly/Old/q0.pdf", "Team/Quarterly/q1.pdf"]
+    assert all(d.version == versions[d.doc_id] for d in cs.documents) and cs.removed == []
+    env.drive.rename(env.root, "Company")
+    ledger.sync(source)
+    assert sorted(ledger.paths().values()) == [
+        "Company/Notes",
+        "Company/Quarterly/Old/q0.pdf",
+        "Company/Quarterly/q1.pdf",
+        "Company/a.txt",
+    ]

@@ -215,13 +215,9 @@ class GoogleDriveSource:
         """DocumentRefs and ledger rows for in-scope files and file-shortcut targets (all, or ``targets``)."""
         docs: dict[str, DocumentRef] = {}
         rows: list[tuple[str, str, str | None]] = []
-        for file_id, (item, parent) in files.items():
-            if parent in paths:
-                path = f"{paths[parent]}/{item.get('name', '')}"
-                docs[file_id] = to_ref(item, path, self._allow, self._max_bytes)
-                rows.append((file_id, parent, None))
+        direct = {file_id for file_id, (_, parent) in files.items() if parent in paths}
         for target, (shortcut_id, path) in tree.file_shortcuts(paths).items():
-            if target in docs or (targets is not None and target not in targets):
+            if target in direct or (targets is not None and target not in targets):
                 continue
             try:
                 known_items = lookup if lookup is not None else files
@@ -233,6 +229,13 @@ class GoogleDriveSource:
                 continue
             docs[target] = to_ref(item, path, self._allow, self._max_bytes)
             rows.append((target, tree.nodes[shortcut_id].parent or "", shortcut_id))
+        # Pop while converting: raw API dicts are freed as refs are made, so peak memory holds one copy.
+        while files:
+            file_id, (item, parent) = files.popitem()
+            if file_id in direct:
+                path = f"{paths[parent]}/{item.get('name', '')}"
+                docs[file_id] = to_ref(item, path, self._allow, self._max_bytes)
+                rows.append((file_id, parent, None))
         return docs, rows
 
     def _full(self) -> ChangeSet:
@@ -258,8 +261,12 @@ class GoogleDriveSource:
         for file_id, change in latest.items():
             item = change.get("file")
             gone = bool(change.get("removed")) or item is None or bool(item.get("trashed"))
-            if file_id in tree.roots and gone:
-                raise ConfigError(f"the scope root {file_id} was removed or trashed in Drive")
+            if file_id in tree.roots:
+                if gone:
+                    raise ConfigError(f"the scope root {file_id} was removed or trashed in Drive")
+                if item and item.get("name") and file_id not in self.spec.drive_ids:
+                    tree.roots[file_id] = item["name"]  # a renamed root renames every path
+                continue
             node = None if gone or item is None else node_from_item(item)
             if node is not None:
                 tree.put(file_id, node)
@@ -276,6 +283,14 @@ class GoogleDriveSource:
             self._walk(tree, moved_in, files)
             new_paths = tree.scope_paths()
         moved_out = [f for f in old_paths if f not in new_paths]
+        # Folders renamed or moved within the scope: their files' paths changed, so re-list them
+        # (one query per 40 folders) and hand the files over as renames (same version: payload only).
+        repathed = [f for f in new_paths if f in old_paths and old_paths[f] != new_paths[f]]
+        for start in range(0, len(repathed), PARENTS_PER_QUERY):
+            batch = repathed[start : start + PARENTS_PER_QUERY]
+            for item in self._list_children(batch):
+                if item.get("mimeType") not in (FOLDER, SHORTCUT):
+                    files.setdefault(item["id"], (item, first_parent(item, set(batch)) or ""))
 
         candidates = {file_id for file_id, _ in self.store.files_under(moved_out)}
         for file_id, item in changed.items():
@@ -290,7 +305,11 @@ class GoogleDriveSource:
         wanted = {
             t
             for t, (s, _) in targets.items()
-            if s in touched or t in changed or t in candidates or tree.nodes[s].parent in moved_in
+            if s in touched
+            or t in changed
+            or t in candidates
+            or tree.nodes[s].parent in moved_in
+            or tree.nodes[s].parent in repathed
         }
         lookup = {**files, **{f: (i, "") for f, i in changed.items() if i is not None and f not in files}}
         docs, rows = self._refs(tree, new_paths, files, wanted, lookup)
