@@ -14,8 +14,20 @@ import pytest
 # Nothing in the tests may reach the network: model weights come from site-packages only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 PG_ADMIN_URL = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One throwaway Prefect API for the whole session; the user's data dir is never touched."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ["SWARM_DATA_DIR"] = str(tmp_path_factory.mktemp("swarm-data"))
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
 
 
 @pytest.fixture(scope="session")

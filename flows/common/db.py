@@ -87,9 +87,7 @@ class Database:
                 return psycopg.connect(self.url, connect_timeout=5)
             except psycopg.OperationalError as exc:
                 reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise ServiceUnavailable(
-                    f"cannot reach the ledger at {redact_url(self.url)}: {reason}"
-                ) from exc
+                raise ServiceUnavailable(f"cannot reach the ledger at {redact_url(self.url)}: {reason}") from exc
         try:
             self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             raw = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None)
@@ -134,9 +132,7 @@ class Database:
                 "CREATE TABLE IF NOT EXISTS schema_versions ("
                 " component TEXT PRIMARY KEY, version INTEGER NOT NULL, updated_at TEXT NOT NULL)"
             )
-            row = conn.execute(
-                "SELECT version FROM schema_versions WHERE component = %s", (component,)
-            ).fetchone()
+            row = conn.execute("SELECT version FROM schema_versions WHERE component = %s", (component,)).fetchone()
             current = row[0] if row else 0
             for statement in migrations[current:]:
                 conn.execute(statement)

@@ -1,0 +1,211 @@
+"""The RAG ledger: every document's state, sync cursors and runs, in PostgreSQL or SQLite.
+
+The ledger, not Prefect's cache, decides whether a document counts as indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flows.common.db import Database, utc_now
+from flows.rag.plan import DELETED, INDEXED, PENDING, LedgerEntry
+from flows.rag.sources.base import DocumentRef
+
+MIGRATIONS = [
+    """CREATE TABLE rag_documents (
+        source_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        mime_type TEXT,
+        version TEXT NOT NULL,
+        size BIGINT,
+        mtime_ns BIGINT,
+        modified TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        chunk_count INTEGER NOT NULL DEFAULT 0,
+        split_chunks INTEGER NOT NULL DEFAULT 0,
+        embedding_model TEXT,
+        collection TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (source_id, doc_id))""",
+    "CREATE INDEX rag_documents_by_status ON rag_documents (source_id, status)",
+    """CREATE TABLE rag_sync_cursors (
+        source_id TEXT PRIMARY KEY, cursor TEXT, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE rag_runs (
+        run_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        source_id TEXT,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        stats TEXT)""",
+]
+
+_UPSERT_DOCUMENT = """
+INSERT INTO rag_documents (source_id, doc_id, name, path, mime_type, version, size, mtime_ns, modified,
+    status, reason, chunk_count, split_chunks, embedding_model, collection, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (source_id, doc_id) DO UPDATE SET
+    name = excluded.name, path = excluded.path, mime_type = excluded.mime_type,
+    version = excluded.version, size = excluded.size, mtime_ns = excluded.mtime_ns,
+    modified = excluded.modified, status = excluded.status, reason = excluded.reason,
+    chunk_count = excluded.chunk_count, split_chunks = excluded.split_chunks,
+    embedding_model = excluded.embedding_model, collection = excluded.collection,
+    updated_at = excluded.updated_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentOutcome:
+    """How ingesting one document ended."""
+
+    ref: DocumentRef
+    status: str  # indexed | skipped | failed
+    reason: str | None = None
+    chunk_count: int = 0
+    split_chunks: int = 0  # chunks cut in two to fit the model's token window
+
+
+class RagLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.ensure_schema("rag", MIGRATIONS)
+
+    def entries(self, source_id: str) -> dict[str, LedgerEntry]:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT doc_id, name, path, version, status, embedding_model, size, mtime_ns"
+                " FROM rag_documents WHERE source_id = %s",
+                (source_id,),
+            ).fetchall()
+        return {row[0]: LedgerEntry(*row) for row in rows}
+
+    def _document_rows(
+        self,
+        source_id: str,
+        items: Iterable[tuple[DocumentRef, str, str | None, int, int]],
+        model: str | None,
+        collection: str | None,
+    ) -> list[tuple[Any, ...]]:
+        now = utc_now()
+        return [
+            (source_id, ref.doc_id, ref.name, ref.path, ref.mime_type, ref.version, ref.size, ref.mtime_ns,
+             ref.modified, status, reason, chunks, split, model, collection, now)
+            for ref, status, reason, chunks, split in items
+        ]  # fmt: skip
+
+    def mark_pending(self, source_id: str, refs: Sequence[DocumentRef], model: str, collection: str) -> None:
+        """Recorded before any point is written, so a crash leaves the document to be re-done."""
+        rows = self._document_rows(source_id, ((r, PENDING, None, 0, 0) for r in refs), model, collection)
+        with self.db.connect() as conn:
+            conn.executemany(_UPSERT_DOCUMENT, rows)
+
+    def record_outcomes(self, source_id: str, outcomes: Sequence[DocumentOutcome], model: str, collection: str) -> None:
+        items = ((o.ref, o.status, o.reason, o.chunk_count, o.split_chunks) for o in outcomes)
+        rows = self._document_rows(source_id, items, model, collection)
+        with self.db.connect() as conn:
+            conn.executemany(_UPSERT_DOCUMENT, rows)
+
+    def refresh_metadata(self, source_id: str, refs: Sequence[DocumentRef]) -> None:
+        now = utc_now()
+        with self.db.connect() as conn:
+            conn.executemany(
+                "UPDATE rag_documents SET name = %s, path = %s, size = %s, mtime_ns = %s, modified = %s,"
+                " updated_at = %s WHERE source_id = %s AND doc_id = %s",
+                [(r.name, r.path, r.size, r.mtime_ns, r.modified, now, source_id, r.doc_id) for r in refs],
+            )
+
+    def mark_deleted(self, source_id: str, doc_ids: Sequence[str]) -> None:
+        now = utc_now()
+        with self.db.connect() as conn:
+            conn.executemany(
+                "UPDATE rag_documents SET status = %s, reason = NULL, chunk_count = 0, updated_at = %s"
+                " WHERE source_id = %s AND doc_id = %s",
+                [(DELETED, now, source_id, d) for d in doc_ids],
+            )
+
+    def get_cursor(self, source_id: str) -> str | None:
+        with self.db.connect() as conn:
+            row = conn.execute("SELECT cursor FROM rag_sync_cursors WHERE source_id = %s", (source_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, source_id: str, cursor: str | None) -> None:
+        with self.db.connect() as conn:
+            conn.execute(
+                "INSERT INTO rag_sync_cursors (source_id, cursor, updated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (source_id) DO UPDATE SET cursor = excluded.cursor,"
+                " updated_at = excluded.updated_at",
+                (source_id, cursor, utc_now()),
+            )
+
+    def start_run(self, flow: str, source_id: str | None) -> str:
+        run_id = uuid.uuid4().hex
+        with self.db.connect() as conn:
+            conn.execute(
+                "INSERT INTO rag_runs (run_id, flow, source_id, status, started_at) VALUES (%s, %s, %s, %s, %s)",
+                (run_id, flow, source_id, "running", utc_now()),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, stats: dict[str, Any]) -> None:
+        with self.db.connect() as conn:
+            conn.execute(
+                "UPDATE rag_runs SET status = %s, finished_at = %s, stats = %s WHERE run_id = %s",
+                (status, utc_now(), json.dumps(stats, default=str), run_id),
+            )
+
+    def status_counts(self, source_id: str | None = None) -> dict[str, int]:
+        sql = "SELECT status, count(*) FROM rag_documents"
+        params: tuple[str, ...] = ()
+        if source_id:
+            sql, params = sql + " WHERE source_id = %s", (source_id,)
+        with self.db.connect() as conn:
+            rows = conn.execute(sql + " GROUP BY status", params).fetchall()
+        return {status: count for status, count in rows}
+
+    def indexed_chunk_total(self, source_id: str | None = None) -> int:
+        sql = "SELECT coalesce(sum(chunk_count), 0) FROM rag_documents WHERE status = %s"
+        params: tuple[str, ...] = (INDEXED,)
+        if source_id:
+            sql, params = sql + " AND source_id = %s", (INDEXED, source_id)
+        with self.db.connect() as conn:
+            return int(conn.execute(sql, params).fetchone()[0])
+
+    def documents_not_on(self, model: str) -> int:
+        """Documents of any source still pending, or indexed with another model."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM rag_documents WHERE status = %s"
+                " OR (status = %s AND coalesce(embedding_model, '') <> %s)",
+                (PENDING, INDEXED, model),
+            ).fetchone()
+        return int(row[0])
+
+    def last_run(self) -> dict[str, Any] | None:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT run_id, flow, source_id, status, started_at, finished_at, stats FROM rag_runs"
+                " WHERE flow = %s ORDER BY started_at DESC LIMIT 1",
+                ("rag-sync",),
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("run_id", "flow", "source_id", "status", "started_at", "finished_at", "stats")
+        run = dict(zip(keys, row, strict=True))
+        run["stats"] = json.loads(run["stats"]) if run["stats"] else {}
+        return run
+
+    def problems(self, source_id: str, limit: int = 50) -> list[tuple[str, str, str]]:
+        """(path, status, reason) of skipped and failed documents."""
+        with self.db.connect() as conn:
+            return conn.execute(
+                "SELECT path, status, reason FROM rag_documents WHERE source_id = %s"
+                " AND status IN ('skipped', 'failed') ORDER BY path LIMIT %s",
+                (source_id, limit),
+            ).fetchall()

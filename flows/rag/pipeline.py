@@ -1,0 +1,220 @@
+"""Ingest one batch of documents: fetch → parse (processes) → embed → upsert → ledger, overlapped.
+
+* fetch threads download (or open) files and hand them to the parser processes;
+* the calling thread embeds documents as their parses complete, a group of chunks at a time;
+* one writer thread upserts each group, drops the documents' stale points, then records them indexed.
+
+Order per document is what makes a crash at any instant safe: the ledger says *pending* before any point
+is written and *indexed* only after its points of the new version are in and older ones are gone.
+A re-run re-does every pending document, and point ids are deterministic, so it converges.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from flows.common import progress
+from flows.rag.config import RagConfig
+from flows.rag.embed import Embedder
+from flows.rag.ids import point_id
+from flows.rag.ledger import DocumentOutcome, RagLedger
+from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocument, ParseProblem, parse_file
+from flows.rag.parser_pool import ParserPool
+from flows.rag.plan import FAILED, INDEXED, SKIPPED
+from flows.rag.sources.base import DocumentRef, FetchError, Source
+from flows.rag.store import VectorStore
+
+_GROUP_CHUNKS = 512  # chunks embedded and written together: big enough for full GPU batches
+
+
+@dataclass
+class BatchReport:
+    outcomes: list[DocumentOutcome] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {"embed": 0.0, "write": 0.0, "total": 0.0})
+
+    def summary(self) -> dict[str, Any]:
+        count = {INDEXED: 0, SKIPPED: 0, FAILED: 0}
+        for outcome in self.outcomes:
+            count[outcome.status] += 1
+        return {
+            "files": len(self.outcomes),
+            "indexed": count[INDEXED],
+            "skipped": count[SKIPPED],
+            "failed": count[FAILED],
+            "chunks": sum(o.chunk_count for o in self.outcomes),
+            "split_chunks": sum(o.split_chunks for o in self.outcomes),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def precheck(ref: DocumentRef, max_bytes: int) -> DocumentOutcome | None:
+    """Reject what needs no reading: unsupported types and files over the size limit."""
+    extension = "." + ref.name.rsplit(".", 1)[-1].lower() if "." in ref.name else ""
+    if extension not in SUPPORTED_EXTENSIONS and not ref.extra.get("export_extension"):
+        return DocumentOutcome(ref, SKIPPED, f"unsupported file type {extension or '(no extension)'}")
+    if ref.size is not None and ref.size > max_bytes:
+        return DocumentOutcome(
+            ref, SKIPPED, f"file is {ref.size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit"
+        )
+    return None
+
+
+def chunk_payloads(source_id: str, ref: DocumentRef, parsed: ParsedDocument) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": chunk.text,
+            "source_id": source_id,
+            "doc_id": ref.doc_id,
+            "version": ref.version,
+            "title": ref.name,
+            "path": ref.path,
+            "link": ref.extra.get("web_link"),
+            "mime_type": ref.mime_type,
+            "page": chunk.page,
+            "section": chunk.section,
+            "chunk_index": index,
+            "modified": ref.modified,
+        }
+        for index, chunk in enumerate(parsed.chunks)
+    ]
+
+
+class BatchIndexer:
+    def __init__(
+        self,
+        source: Source,
+        store: VectorStore,
+        ledger: RagLedger,
+        embedder: Embedder,
+        parsers: ParserPool,
+        config: RagConfig,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.ledger = ledger
+        self.embedder = embedder
+        self.parsers = parsers
+        self.config = config
+        self.options = ChunkingOptions(
+            model=config.embedding_model,
+            max_chars=config.chunk_max_chars,
+            new_after_chars=config.chunk_new_after_chars,
+            overlap_chars=config.chunk_overlap_chars,
+            combine_under_chars=config.chunk_combine_under_chars,
+        )
+
+    # -- stage 1: fetch + parse, one thread per document in flight ---------------------------------
+    def _fetch_and_parse(self, ref: DocumentRef) -> ParsedDocument | DocumentOutcome:
+        try:
+            with self.source.fetch(ref) as local_path:
+                return self._parse_with_restarts(str(local_path), ref)
+        except FetchError as exc:
+            return DocumentOutcome(ref, FAILED, str(exc))
+        except ParseProblem as problem:
+            return DocumentOutcome(ref, problem.status, problem.reason)
+
+    def _parse_with_restarts(self, path: str, ref: DocumentRef) -> ParsedDocument:
+        name = ref.extra.get("export_name") or ref.name
+        for attempt in (1, 2):
+            future, pool = self.parsers.submit(parse_file, path, name, self.options)
+            try:
+                return future.result(timeout=self.config.parse_timeout_s)
+            except TimeoutError:
+                self.parsers.restart(pool)
+                raise ParseProblem(FAILED, f"parsing took over {self.config.parse_timeout_s:.0f} s") from None
+            except BrokenProcessPool:
+                # Another file (or this one) crashed its parser: retry once on a fresh pool.
+                self.parsers.restart(pool)
+                if attempt == 2:
+                    raise ParseProblem(FAILED, "the parser process crashed on this file") from None
+        raise AssertionError("unreachable")
+
+    # -- stage 3: write, on the single writer thread --------------------------------------------------
+    def _write_group(self, group: list[tuple[DocumentRef, ParsedDocument]], vectors: Any) -> None:
+        started = time.perf_counter()
+        source_id = self.source.source_id
+        ids: list[str] = []
+        payloads: list[dict[str, Any]] = []
+        for ref, parsed in group:
+            ids += [point_id(source_id, ref.doc_id, i) for i in range(len(parsed.chunks))]
+            payloads += chunk_payloads(source_id, ref, parsed)
+        self.store.upsert(ids, vectors, payloads)
+        for ref, _ in group:
+            self.store.delete_stale(source_id, ref.doc_id, ref.version)
+        outcomes = [DocumentOutcome(ref, INDEXED, None, len(p.chunks), p.split_chunks) for ref, p in group]
+        self._record(outcomes)
+        self.report.seconds["write"] += time.perf_counter() - started
+
+    def _write_problems(self, outcomes: list[DocumentOutcome]) -> None:
+        # A document that can no longer be indexed must not keep points of an older version.
+        self.store.delete_documents(self.source.source_id, [o.ref.doc_id for o in outcomes])
+        self._record(outcomes)
+
+    def _record(self, outcomes: list[DocumentOutcome]) -> None:
+        self.ledger.record_outcomes(self.source.source_id, outcomes, self.config.embedding_model, self.store.collection)
+        self.report.outcomes += outcomes
+        progress.report("files", len(outcomes))
+
+    # -- orchestration ---------------------------------------------------------------------------------
+    def run(self, refs: list[DocumentRef]) -> BatchReport:
+        started = time.perf_counter()
+        self.report = BatchReport()
+        self.ledger.mark_pending(self.source.source_id, refs, self.config.embedding_model, self.store.collection)
+        max_bytes = int(self.config.max_file_mb * 2**20)
+        problems: list[DocumentOutcome] = []
+        to_parse: list[DocumentRef] = []
+        for ref in refs:
+            rejected = precheck(ref, max_bytes)
+            if rejected:
+                problems.append(rejected)
+            else:
+                to_parse.append(ref)
+
+        writes: list[Future[None]] = []
+        group: list[tuple[DocumentRef, ParsedDocument]] = []
+        # Keep a couple of files per parser in flight, so downloads overlap parsing.
+        in_flight = self.parsers.workers * 2 + 1
+        with (
+            ThreadPoolExecutor(in_flight, thread_name_prefix="fetch") as fetchers,
+            ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
+        ):
+            if problems:
+                writes.append(writer.submit(self._write_problems, problems))
+            pending = {fetchers.submit(self._fetch_and_parse, ref): ref for ref in to_parse}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                failed_now: list[DocumentOutcome] = []
+                for future in done:
+                    ref = pending.pop(future)
+                    result = future.result()
+                    if isinstance(result, DocumentOutcome):
+                        failed_now.append(result)
+                    else:
+                        group.append((ref, result))
+                if failed_now:
+                    writes.append(writer.submit(self._write_problems, failed_now))
+                if sum(len(p.chunks) for _, p in group) >= _GROUP_CHUNKS or (not pending and group):
+                    writes.append(writer.submit(self._write_group, group, self._embed(group)))
+                    group = []
+                    self._raise_write_errors(writes)
+            for write in writes:
+                write.result()  # surfaces a Qdrant or ledger failure as the batch's error
+        self.report.seconds["total"] = time.perf_counter() - started
+        return self.report
+
+    def _embed(self, group: list[tuple[DocumentRef, ParsedDocument]]) -> Any:
+        started = time.perf_counter()
+        token_ids = [chunk.token_ids for _, parsed in group for chunk in parsed.chunks]
+        vectors = self.embedder.embed_token_ids(token_ids, self.config.embed_batch_size)
+        self.report.seconds["embed"] += time.perf_counter() - started
+        return vectors
+
+    @staticmethod
+    def _raise_write_errors(writes: list[Future[None]]) -> None:
+        for write in writes:
+            if write.done():
+                write.result()

@@ -1,0 +1,30 @@
+"""Human-readable summaries of a sync, shared by the Prefect artifact and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUMMARY_FIELDS = (
+    ("files_seen", "files seen"),
+    ("new", "new"),
+    ("changed", "changed"),
+    ("unchanged", "unchanged"),
+    ("renamed", "renamed/moved"),
+    ("removed", "removed"),
+    ("indexed", "indexed"),
+    ("skipped", "skipped"),
+    ("failed", "failed"),
+    ("chunks", "chunks written"),
+    ("split_chunks", "chunks split to fit the model window"),
+    ("seconds", "seconds"),
+)
+
+
+def render_sync_report(stats: dict[str, Any]) -> str:
+    lines = [f"# rag-sync of `{stats.get('source', '?')}`", "", "| | |", "|---|---:|"]
+    lines += [f"| {label} | {stats.get(key, 0)} |" for key, label in SUMMARY_FIELDS]
+    problems = stats.get("problems") or []
+    if problems:
+        lines += ["", "## Skipped and failed files", "", "| file | status | reason |", "|---|---|---|"]
+        lines += [f"| `{path}` | {status} | {reason} |" for path, status, reason in problems]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,144 @@
+"""The vector store: one Qdrant collection per embedding model, read through an alias.
+
+Embedded (``QdrantClient(path=...)``) by default, a server by URL and API key in production.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from flows.common.errors import ServiceUnavailable
+from flows.rag.ids import collection_name
+
+# Payload fields that filters use get an index (a no-op in embedded mode, essential on a server).
+_INDEXED_FIELDS = {
+    "source_id": models.PayloadSchemaType.KEYWORD,
+    "doc_id": models.PayloadSchemaType.KEYWORD,
+    "version": models.PayloadSchemaType.KEYWORD,
+    "mime_type": models.PayloadSchemaType.KEYWORD,
+    "path": models.PayloadSchemaType.KEYWORD,
+    "page": models.PayloadSchemaType.INTEGER,
+}
+
+_clients: dict[str, QdrantClient] = {}
+_clients_lock = threading.Lock()
+
+
+@atexit.register
+def _close_clients() -> None:
+    # Embedded storage is flushed and unlocked on close; closing during interpreter teardown fails.
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
+def open_qdrant(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
+    """One client per location and process: embedded storage allows a single client at a time."""
+    key = url or f"path:{path.resolve()}"
+    with _clients_lock:
+        if key in _clients:
+            return _clients[key]
+        try:
+            if url:
+                client = QdrantClient(url=url, api_key=api_key, timeout=30)
+                client.get_collections()
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                client = QdrantClient(path=str(path))
+        except RuntimeError as exc:
+            raise ServiceUnavailable(
+                f"embedded Qdrant at {path} is in use by another process; wait for it to finish"
+                " or use a Qdrant server (--qdrant-url)"
+            ) from exc
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise ServiceUnavailable(f"cannot reach Qdrant at {url}: {reason}") from exc
+        _clients[key] = client
+        return client
+
+
+def _doc_filter(source_id: str, doc_ids: Sequence[str]) -> models.Filter:
+    return models.Filter(
+        must=[
+            models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id)),
+            models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))),
+        ]
+    )
+
+
+class VectorStore:
+    def __init__(self, client: QdrantClient, alias: str, model: str, dim: int) -> None:
+        self.client = client
+        options = client.init_options
+        self.embedded = options.get("path") is not None or options.get("location") == ":memory:"
+        self.alias = alias
+        self.dim = dim
+        self.collection = collection_name(alias, model, dim)
+
+    def ensure_collection(self) -> None:
+        """Create this model's collection and its payload indexes; the first one also gets the alias."""
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+            )
+            if not self.embedded:  # embedded Qdrant filters by scanning; it has no payload indexes
+                for field, schema in _INDEXED_FIELDS.items():
+                    self.client.create_payload_index(self.collection, field, field_schema=schema)
+        if self.alias_target() is None:
+            self.publish()
+
+    def alias_target(self) -> str | None:
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.alias:
+                return alias.collection_name
+        return None
+
+    def publish(self) -> None:
+        """Point the alias at this collection in one atomic operation (readers never see a gap)."""
+        operations: list[Any] = []
+        if self.alias_target() is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias)))
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.alias)
+            )
+        )
+        self.client.update_collection_aliases(change_aliases_operations=operations)
+
+    def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
+        points = [
+            models.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
+            for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
+        ]
+        self.client.upsert(self.collection, points=points, wait=True)
+
+    def delete_stale(self, source_id: str, doc_id: str, version: str) -> None:
+        """Drop a document's points of any other version (after its new points are written)."""
+        selector = _doc_filter(source_id, [doc_id])
+        selector.must_not = [models.FieldCondition(key="version", match=models.MatchValue(value=version))]
+        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+
+    def delete_documents(self, source_id: str, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            selector = models.FilterSelector(filter=_doc_filter(source_id, doc_ids))
+            self.client.delete(self.collection, points_selector=selector, wait=True)
+
+    def set_document_metadata(self, source_id: str, doc_id: str, metadata: dict[str, Any]) -> None:
+        self.client.set_payload(self.collection, payload=metadata, points=_doc_filter(source_id, [doc_id]))
+
+    def count(self, source_id: str | None = None) -> int:
+        flt = None
+        if source_id:
+            flt = models.Filter(must=[models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id))])
+        return self.client.count(self.collection, count_filter=flt, exact=True).count
+
+    def search(self, vector: Sequence[float], limit: int) -> list[models.ScoredPoint]:
+        return self.client.query_points(self.alias, query=list(vector), limit=limit, with_payload=True).points

