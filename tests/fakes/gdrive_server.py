@@ -100,9 +100,7 @@ class FakeDrive:
         self._ids += 1
         return f"{prefix}{self._ids:07d}"
 
-    def add(
-        self, name: str, parent: str | None, mime: str = "text/plain", content: bytes = b"", **kw: Any
-    ) -> str:
+    def add(self, name: str, parent: str | None, mime: str = "text/plain", content: bytes = b"", **kw: Any) -> str:
         with self.lock:
             fid = kw.pop("id", None) or self.new_id("d" if mime == FOLDER else "f")
             drive_id = self._drive_of(parent)
@@ -220,18 +218,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header(
-            "Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json"
-        )
+        self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json")
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(
-        self, status: int, reason: str, message: str = "", headers: dict[str, str] | None = None
-    ) -> None:
+    def _error(self, status: int, reason: str, message: str = "", headers: dict[str, str] | None = None) -> None:
         body = {
             "error": {
                 "code": status,
@@ -252,9 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(401, "authError", "Invalid Credentials")
             fault = faults.pick()
             if fault:
-                return self._error(
-                    fault[0], fault[1], headers={"Retry-After": "0"} if fault[0] == 429 else None
-                )
+                return self._error(fault[0], fault[1], headers={"Retry-After": "0"} if fault[0] == 429 else None)
             try:
                 self._route(path, qs, drive, faults)
             except KeyError:
@@ -358,9 +350,7 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(
-    drive: FakeDrive | None = None, faults: Faults | None = None
-) -> Iterator[tuple[str, FakeDrive, Faults]]:
+def serve(drive: FakeDrive | None = None, faults: Faults | None = None) -> Iterator[tuple[str, FakeDrive, Faults]]:
     """Run the server in a thread; yields (endpoint URL, drive, faults)."""
     server = _Server(drive or FakeDrive(), faults or Faults())
     thread = threading.Thread(target=server.serve_forever, name="fake-gdrive", daemon=True)

@@ -98,10 +98,8 @@ def test_versions_and_skip_reasons() -> None:
     allow = {"application/pdf"}
     assert skip_reason({"mimeType": "application/pdf", "size": "10"}, allow, 100) is None
     assert "limit" in (skip_reason({"mimeType": "application/pdf", "size": "1000"}, allow, 100) or "")
-    ref = to_ref(
-        {"id": "x", "name": "S", "mimeType": "application/vnd.google-apps.spreadsheet"}, "R/S", set(), 1
-    )
-    assert ref.extra["export_ext"] == ".xlsx" and "allow-list" in ref.extra["skip_reason"]
+    ref = to_ref({"id": "x", "name": "S", "mimeType": "application/vnd.google-apps.spreadsheet"}, "R/S", set(), 1)
+    assert ref.extra["export_extension"] == ".xlsx" and "allow-list" in ref.extra["skip_reason"]
 
 
 def test_scope_paths_follow_folder_shortcuts_once() -> None:

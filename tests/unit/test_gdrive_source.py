@@ -111,7 +111,7 @@ def test_first_sync_lists_scope_with_paths_versions_and_saves_token_first(ledger
             ids["notes"]: "Team/Notes",
         }
         notes = ledger.docs[ids["notes"]]
-        assert notes.extra["export_ext"] == ".docx" and notes.size is None
+        assert notes.extra["export_extension"] == ".docx" and notes.size is None
         assert ledger.docs[ids["a"]].version.startswith("md5:") and ledger.docs[ids["a"]].size == 5
         assert ledger.docs[ids["a"]].extra["web_link"].endswith(f"/d/{ids['a']}/view")
         with Database(ledger_url).connect() as conn:

@@ -82,9 +82,7 @@ class GoogleDriveSpec(BaseModel):
 class GoogleDriveSource:
     """Implements flows.rag.sources.base.Source for a Drive scope."""
 
-    def __init__(
-        self, spec: GoogleDriveSpec, db: Database, credentials: Any, retry: RetryPolicy | None = None
-    ) -> None:
+    def __init__(self, spec: GoogleDriveSpec, db: Database, credentials: Any, retry: RetryPolicy | None = None) -> None:
         self.spec = spec
         self.retry = retry or RetryPolicy()
         self.service = DriveService(credentials, spec.api_endpoint)
@@ -294,7 +292,7 @@ class GoogleDriveSource:
 
         candidates = {file_id for file_id, _ in self.store.files_under(moved_out)}
         for file_id, item in changed.items():
-            parent = first_parent(item, set(new_paths)) if item else None
+            parent = first_parent(item, new_paths) if item else None
             if item is not None and parent in new_paths:
                 files[file_id] = (item, parent)
             else:
@@ -338,7 +336,7 @@ class GoogleDriveSource:
         if reason:
             raise FetchError(reason)
         export_mime = ref.extra.get("export_mime")
-        suffix = ref.extra.get("export_ext") or Path(ref.name).suffix or ".bin"
+        suffix = ref.extra.get("export_extension") or Path(ref.name).suffix or ".bin"
         fd, name = tempfile.mkstemp(prefix="gdrive-", suffix=suffix)
         path = Path(name)
         try:

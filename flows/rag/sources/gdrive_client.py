@@ -151,6 +151,4 @@ class DriveService:
             http = AuthorizedHttp(self._credentials, http=http)
         options = {"api_endpoint": self._base} if self._base else None
         # static_discovery: the discovery document bundled with the library; no network at build time.
-        return build(
-            "drive", "v3", http=http, static_discovery=True, cache_discovery=False, client_options=options
-        )
+        return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False, client_options=options)

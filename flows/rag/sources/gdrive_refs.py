@@ -74,7 +74,8 @@ def to_ref(item: dict, path: str, allowlist: set[str], max_bytes: int) -> Docume
     if item.get("driveId"):
         extra["drive_id"] = item["driveId"]
     if mime in EXPORTS:
-        extra["export_mime"], extra["export_ext"] = EXPORTS[mime]
+        extra["export_mime"], extra["export_extension"] = EXPORTS[mime]
+        extra["export_name"] = item.get("name", "") + EXPORTS[mime][1]  # parsers pick by extension
     reason = skip_reason(item, allowlist, max_bytes)
     if reason:
         extra["skip_reason"] = reason

@@ -49,16 +49,12 @@ class GdriveStore:
 
     def tree_token(self) -> str | None:
         with self.db.connect() as conn:
-            row = conn.execute(
-                "SELECT tree_token FROM gdrive_state WHERE source_id = %s", (self.source_id,)
-            ).fetchone()
+            row = conn.execute("SELECT tree_token FROM gdrive_state WHERE source_id = %s", (self.source_id,)).fetchone()
         return row[0] if row else None
 
     def load_tree(self) -> Tree:
         with self.db.connect() as conn:
-            row = conn.execute(
-                "SELECT roots_json FROM gdrive_state WHERE source_id = %s", (self.source_id,)
-            ).fetchone()
+            row = conn.execute("SELECT roots_json FROM gdrive_state WHERE source_id = %s", (self.source_id,)).fetchone()
             rows = conn.execute(
                 "SELECT node_id, parent_id, name, kind, target_id FROM gdrive_nodes WHERE source_id = %s",
                 (self.source_id,),
@@ -75,8 +71,7 @@ class GdriveStore:
             for chunk in _chunks(parents, 500):
                 marks = ", ".join(["%s"] * len(chunk))
                 found += conn.execute(
-                    f"SELECT file_id, shortcut_id FROM gdrive_files WHERE source_id = %s"
-                    f" AND parent_id IN ({marks})",
+                    f"SELECT file_id, shortcut_id FROM gdrive_files WHERE source_id = %s AND parent_id IN ({marks})",
                     (self.source_id, *chunk),
                 ).fetchall()
         return found
@@ -88,8 +83,7 @@ class GdriveStore:
             for chunk in _chunks(file_ids, 500):
                 marks = ", ".join(["%s"] * len(chunk))
                 for file_id, shortcut in conn.execute(
-                    f"SELECT file_id, shortcut_id FROM gdrive_files WHERE source_id = %s"
-                    f" AND file_id IN ({marks})",
+                    f"SELECT file_id, shortcut_id FROM gdrive_files WHERE source_id = %s AND file_id IN ({marks})",
                     (self.source_id, *chunk),
                 ).fetchall():
                     out[file_id] = shortcut
@@ -99,8 +93,7 @@ class GdriveStore:
         """(file id, shortcut id) of every file held through a shortcut."""
         with self.db.connect() as conn:
             return conn.execute(
-                "SELECT file_id, shortcut_id FROM gdrive_files"
-                " WHERE source_id = %s AND shortcut_id IS NOT NULL",
+                "SELECT file_id, shortcut_id FROM gdrive_files WHERE source_id = %s AND shortcut_id IS NOT NULL",
                 (self.source_id,),
             ).fetchall()
 

@@ -9,6 +9,7 @@ to do before and after applying a batch of changes and diff the two.
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Container
 from dataclasses import dataclass
 
 FOLDER = "application/vnd.google-apps.folder"
@@ -30,7 +31,7 @@ class Node:
     target: str | None = None
 
 
-def first_parent(item: dict, prefer: set[str] | None = None) -> str | None:
+def first_parent(item: dict, prefer: Container[str] | None = None) -> str | None:
     parents = item.get("parents") or []
     if prefer:
         for parent in parents:
