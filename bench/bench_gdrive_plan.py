@@ -17,7 +17,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -184,5 +183,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    threading.stack_size(0)
     main()

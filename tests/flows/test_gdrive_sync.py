@@ -84,8 +84,7 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
             (cursor,) = conn.execute("SELECT tree_token FROM gdrive_state").fetchone()
         faults.invalid_tokens.add(cursor)
         back = rag_sync(spec, config)
-        print(back)
-        assert back["indexed"] == 2 and back["removed"] == 0
+        assert (back["new"], back["indexed"], back["removed"]) == (2, 2, 0)
         points = check(config, ledger_url)
         assert set(points) == {ids["gdoc"], ids["txt"], ids["pdf"]}
         assert points[ids["pdf"]]["path"] == "Team/Design/glaciers.pdf"

@@ -131,3 +131,14 @@ class TestGoogleDriveCredentialsBlock(BlockStandardTestSuite):
 
     def test_has_a_valid_image(self, block: type[Block]) -> None:  # the upstream test downloads it
         assert str(block._logo_url).startswith("https://")
+
+
+def test_rag_sync_form_offers_the_drive_source() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.rag.sync import rag_sync
+
+    schema = parameter_schema(rag_sync).model_dump()
+    assert schema["properties"]["source"]["discriminator"]["mapping"]["gdrive"].endswith("GoogleDriveSpec")
+    fields = schema["definitions"]["GoogleDriveSpec"]["properties"]
+    assert {"folder_ids", "drive_ids", "credentials_block"} <= set(fields)
