@@ -12,6 +12,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ class Faults:
     injected: int = 0
     unauthorized: bool = False
     invalid_tokens: set[str] = field(default_factory=set)
+    media_delay_s: float = 0.0
+    media_active: int = 0
+    media_peak: int = 0
+    media_lock: threading.Lock = field(default_factory=threading.Lock)
     _rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -235,7 +240,24 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(status, body, headers)
 
+    media: bytes | None = None  # set by _route; sent after the drive lock is released
+
     def do_GET(self) -> None:
+        self.media = None
+        self._get_locked()
+        if self.media is not None:
+            stats = self.server.faults
+            with stats.media_lock:
+                stats.media_active += 1
+                stats.media_peak = max(stats.media_peak, stats.media_active)
+            try:
+                time.sleep(stats.media_delay_s)  # lets tests observe how many downloads overlap
+                self._media(self.media)
+            finally:
+                with stats.media_lock:
+                    stats.media_active -= 1
+
+    def _get_locked(self) -> None:
         url = urlparse(self.path)
         qs = {k: v[0] for k, v in parse_qs(url.query).items()}
         path = url.path.removeprefix("/drive/v3/")
@@ -275,11 +297,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(403, "cannotExportFile", "This file cannot be exported")
             if (f.export_size or len(f.content)) > EXPORT_LIMIT:
                 return self._error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
-            return self._media(f.content)
+            self.media = f.content
+            return None
         if qs.get("alt") == "media":
             if f.mime.startswith(NATIVE):
                 return self._error(403, "fileNotDownloadable", "Use Export with Docs Editors files.")
-            return self._media(f.content)
+            self.media = f.content
+            return None
         return self._send(200, f.resource())
 
     def _media(self, content: bytes) -> None:

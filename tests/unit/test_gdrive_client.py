@@ -142,3 +142,26 @@ def test_rag_sync_form_offers_the_drive_source() -> None:
     assert schema["properties"]["source"]["discriminator"]["mapping"]["gdrive"].endswith("GoogleDriveSpec")
     fields = schema["definitions"]["GoogleDriveSpec"]["properties"]
     assert {"folder_ids", "drive_ids", "credentials_block"} <= set(fields)
+
+
+def test_service_account_key_with_domain_wide_delegation() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    info = {
+        "type": "service_account",
+        "client_email": "rag@proj.iam.gserviceaccount.com",
+        "private_key": pem,
+        "private_key_id": "k1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    block = GoogleDriveCredentials(service_account_info=info, subject="alice@example.com")
+    assert "PRIVATE KEY" not in repr(block)
+    creds = block.get_credentials()
+    assert creds.service_account_email == info["client_email"]
+    assert creds._subject == "alice@example.com"
+    assert creds._scopes == ["https://www.googleapis.com/auth/drive.readonly"]

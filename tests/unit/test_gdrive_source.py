@@ -363,3 +363,21 @@ def test_renaming_a_folder_or_the_root_updates_paths_without_new_versions(env: E
         "Company/Quarterly/q1.pdf",
         "Company/a.txt",
     ]
+
+
+def test_downloads_run_with_bounded_parallelism(env: Env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [env.drive.add(f"n{i}.txt", env.root, content=f"note {i}".encode()) for i in range(8)]
+    source, ledger = env.source(max_parallel_downloads=2), Ledger()
+    ledger.sync(source)
+    env.faults.media_delay_s = 0.1
+
+    def read(doc_id: str) -> bytes:
+        with source.fetch(ledger.docs[doc_id]) as path:
+            return path.read_bytes()
+
+    with ThreadPoolExecutor(8) as pool:  # the pipeline may use more threads than the Drive limit
+        contents = list(pool.map(read, ids))
+    assert contents == [f"note {i}".encode() for i in range(8)]
+    assert env.faults.media_peak == 2
