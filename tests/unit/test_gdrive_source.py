@@ -381,3 +381,19 @@ def test_downloads_run_with_bounded_parallelism(env: Env) -> None:
         contents = list(pool.map(read, ids))
     assert contents == [f"note {i}".encode() for i in range(8)]
     assert env.faults.media_peak == 2
+
+
+def test_folders_outside_the_scope_are_not_stored_until_they_move_in(env: Env) -> None:
+    build_tree(env.drive, env.root)
+    source, ledger = env.source(), Ledger()
+    ledger.sync(source)
+    outside = env.drive.folder("Unrelated", None)
+    inner = env.drive.folder("Inner", outside)
+    doc = env.drive.add("x.txt", inner, content=b"x")
+    assert ledger.sync(source).documents == []
+    with env.db.connect() as conn:
+        stored = {r[0] for r in conn.execute("SELECT node_id FROM gdrive_nodes").fetchall()}
+    assert outside not in stored and inner not in stored
+    env.drive.move(outside, env.root)
+    assert [d.path for d in ledger.sync(source).documents] == ["Team/Unrelated/Inner/x.txt"]
+    assert doc in ledger.docs

@@ -36,7 +36,14 @@ from flows.rag.sources.gdrive_client import (
 )
 from flows.rag.sources.gdrive_refs import DEFAULT_MIME_ALLOWLIST, FILE_FIELDS, to_ref
 from flows.rag.sources.gdrive_store import GdriveStore
-from flows.rag.sources.gdrive_tree import FOLDER, SHORTCUT, Tree, first_parent, node_from_item
+from flows.rag.sources.gdrive_tree import (
+    FOLDER,
+    KIND_FOLDER_SHORTCUT,
+    SHORTCUT,
+    Tree,
+    first_parent,
+    node_from_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +201,7 @@ class GoogleDriveSource:
                     node.parent = parent
                     tree.put(item["id"], node)
                     nxt = item["id"] if item["mimeType"] == FOLDER else node.target
-                    if item["mimeType"] == SHORTCUT and node.kind != "shortcut-folder":
+                    if item["mimeType"] == SHORTCUT and node.kind != KIND_FOLDER_SHORTCUT:
                         continue
                     if nxt and nxt not in visited:  # a visited target is a cycle or a second path
                         visited.add(nxt)
@@ -256,6 +263,7 @@ class GoogleDriveSource:
         old_paths = tree.scope_paths()
         changed: dict[str, dict | None] = {}  # ordinary files: item, or None when removed/trashed
         touched: set[str] = set()  # folders and shortcuts that changed
+        fresh: set[str] = set()  # folders and shortcuts seen for the first time
         for file_id, change in latest.items():
             item = change.get("file")
             gone = bool(change.get("removed")) or item is None or bool(item.get("trashed"))
@@ -267,6 +275,8 @@ class GoogleDriveSource:
                 continue
             node = None if gone or item is None else node_from_item(item)
             if node is not None:
+                if file_id not in tree.nodes:
+                    fresh.add(file_id)
                 tree.put(file_id, node)
                 touched.add(file_id)
             elif file_id in tree.nodes:  # a known folder or shortcut was removed or trashed
@@ -281,6 +291,13 @@ class GoogleDriveSource:
             self._walk(tree, moved_in, files)
             new_paths = tree.scope_paths()
         moved_out = [f for f in old_paths if f not in new_paths]
+        # The feed covers the whole Drive: forget new folders/shortcuts that are not in the scope, so the
+        # stored tree stays the size of the scope (one moving in later is listed when it does).
+        for node_id in fresh:
+            node = tree.nodes.get(node_id)
+            if node is not None and node_id not in new_paths and node.parent not in new_paths:
+                tree.nodes.pop(node_id)
+                tree.dirty.discard(node_id)
         # Folders renamed or moved within the scope: their files' paths changed, so re-list them
         # (one query per 40 folders) and hand the files over as renames (same version: payload only).
         repathed = [f for f in new_paths if f in old_paths and old_paths[f] != new_paths[f]]
