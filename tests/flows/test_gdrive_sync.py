@@ -15,11 +15,11 @@ from tests.fakes.gdrive_server import GDOC, FakeDrive, serve
 from tests.flows.rag_checks import assert_consistent, config_for, ledger_rows
 
 
-def upload(drive: FakeDrive, tmp: Path, name: str, parent: str, mime: str, **kw: object) -> str:
-    """A real document of ``name``'s format about ``name``'s topic, stored in the fake drive."""
+def upload(drive: FakeDrive, tmp: Path, name: str, parent: str, mime: str, title: str | None = None) -> str:
+    """A real document of ``name``'s format about ``name``'s topic, stored in the fake drive as ``title``."""
     local = tmp / name
     write_document(local, TOPICS[name][0])
-    return drive.add(name, parent, mime, local.read_bytes(), **kw)  # type: ignore[arg-type]
+    return drive.add(title or name, parent, mime, local.read_bytes())
 
 
 def check(config: dict, ledger_url: str) -> dict[str, dict]:
@@ -38,7 +38,8 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
         ids = {
             "md": upload(drive, files, "llamas.md", root, "text/markdown"),
             "txt": upload(drive, files, "volcano.txt", design, "text/plain"),
-            "pdf": upload(drive, files, "glaciers.pdf", design, "application/pdf"),
+            # Drive titles often lack an extension: the MIME type decides the parser.
+            "pdf": upload(drive, files, "glaciers.pdf", design, "application/pdf", title="Glacier study"),
         }
         docx = files / "solar.docx"
         write_document(docx, TOPICS["solar.docx"][0])
@@ -87,4 +88,4 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
         assert (back["new"], back["indexed"], back["removed"]) == (2, 2, 0)
         points = check(config, ledger_url)
         assert set(points) == {ids["gdoc"], ids["txt"], ids["pdf"]}
-        assert points[ids["pdf"]]["path"] == "Team/Design/glaciers.pdf"
+        assert points[ids["pdf"]]["path"] == "Team/Design/Glacier study"

@@ -100,6 +100,10 @@ def test_versions_and_skip_reasons() -> None:
     assert "limit" in (skip_reason({"mimeType": "application/pdf", "size": "1000"}, allow, 100) or "")
     ref = to_ref({"id": "x", "name": "S", "mimeType": "application/vnd.google-apps.spreadsheet"}, "R/S", set(), 1)
     assert ref.extra["export_extension"] == ".xlsx" and "allow-list" in ref.extra["skip_reason"]
+    bare = to_ref({"id": "p", "name": "Q3 report", "mimeType": "application/pdf", "size": "9"}, "R", allow, 100)
+    assert (bare.extra["export_name"], bare.extra["export_extension"]) == ("Q3 report.pdf", ".pdf")
+    named = to_ref({"id": "p", "name": "q3.PDF", "mimeType": "application/pdf", "size": "9"}, "R", allow, 100)
+    assert "export_name" not in named.extra
 
 
 def test_scope_paths_follow_folder_shortcuts_once() -> None:

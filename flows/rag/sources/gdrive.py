@@ -61,10 +61,13 @@ class GoogleDriveSpec(BaseModel):
     credentials_block: str | None = Field(
         default=None, description="Name of a saved GoogleDriveCredentials block (None: application default)"
     )
-    mime_allowlist: list[str] = Field(default_factory=lambda: list(DEFAULT_MIME_ALLOWLIST))
+    mime_allowlist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MIME_ALLOWLIST),
+        description="MIME types to ingest (Google Docs/Slides/Sheets are exported); others are recorded",
+    )
     max_file_mb: float = Field(default=100.0, gt=0, description="Larger files are recorded as skipped")
     api_endpoint: str | None = Field(default=None, description="Override of the API URL (tests)")
-    max_parallel_downloads: int = Field(default=4, ge=1, le=32)
+    max_parallel_downloads: int = Field(default=4, ge=1, le=32, description="Concurrent downloads at most")
 
     def build(self, db: Database) -> GoogleDriveSource:
         if not self.folder_ids and not self.drive_ids:

@@ -19,6 +19,19 @@ EXPORTS: dict[str, tuple[str, str]] = {
     NATIVE_PREFIX + "spreadsheet": (XLSX, ".xlsx"),
 }
 
+# Binary types by extension, for Drive files named without one ("Q3 report" uploaded as a PDF): the
+# parsers choose by extension, so the ref carries the one its MIME type implies.
+EXTENSIONS: dict[str, str] = {
+    "application/pdf": ".pdf",
+    DOCX: ".docx",
+    PPTX: ".pptx",
+    XLSX: ".xlsx",
+    "text/plain": ".txt",
+    "text/markdown": ".md",
+    "text/html": ".html",
+    "text/csv": ".csv",
+}
+
 DEFAULT_MIME_ALLOWLIST = [
     *EXPORTS,
     "application/pdf",
@@ -76,6 +89,9 @@ def to_ref(item: dict, path: str, allowlist: set[str], max_bytes: int) -> Docume
     if mime in EXPORTS:
         extra["export_mime"], extra["export_extension"] = EXPORTS[mime]
         extra["export_name"] = item.get("name", "") + EXPORTS[mime][1]  # parsers pick by extension
+    elif mime in EXTENSIONS and not item.get("name", "").lower().endswith(EXTENSIONS[mime]):
+        extra["export_extension"] = EXTENSIONS[mime]
+        extra["export_name"] = item.get("name", "") + EXTENSIONS[mime]
     reason = skip_reason(item, allowlist, max_bytes)
     if reason:
         extra["skip_reason"] = reason
