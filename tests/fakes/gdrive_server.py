@@ -183,6 +183,7 @@ class Faults:
     injected: int = 0
     unauthorized: bool = False
     invalid_tokens: set[str] = field(default_factory=set)
+    retry_after: str = "0"  # Retry-After sent with injected 429s
     media_delay_s: float = 0.0
     media_active: int = 0
     media_peak: int = 0
@@ -268,7 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(401, "authError", "Invalid Credentials")
             fault = faults.pick()
             if fault:
-                return self._error(fault[0], fault[1], headers={"Retry-After": "0"} if fault[0] == 429 else None)
+                headers = {"Retry-After": faults.retry_after} if fault[0] == 429 else None
+                return self._error(fault[0], fault[1], headers=headers)
             try:
                 self._route(path, qs, drive, faults)
             except KeyError:

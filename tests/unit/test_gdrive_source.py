@@ -289,6 +289,7 @@ def test_thirty_percent_faults_end_in_the_same_state(env: Env) -> None:
         for j in range(5):
             env.drive.add(f"n{j}.txt", folder, content=f"{i}-{j}".encode())
     env.faults.rate = 0.3
+    env.faults.retry_after = "5"  # every third fault is a 429 asking for 5 s (the sleep is recorded)
     source, ledger = env.source(), Ledger()
     ledger.sync(source)
     assert len(ledger.docs) == 154
@@ -299,6 +300,7 @@ def test_thirty_percent_faults_end_in_the_same_state(env: Env) -> None:
     env.drive.move(ids["reports"], env.drive.folder("Out", None))
     ledger.sync(source)
     assert env.faults.injected >= 20 and len(env.sleeps) == env.faults.injected
+    assert sum(1 for s in env.sleeps if s >= 5) >= env.faults.injected // 3  # Retry-After honoured
 
     env.faults.rate = 0.0
     clean = Ledger()
