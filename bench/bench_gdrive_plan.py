@@ -131,7 +131,7 @@ def run_phase(phase: str, url: str, root: str, db: str, state: str) -> dict:
         "documents": len(changes.documents),
         "removed": len(changes.removed),
         "complete": changes.complete,
-        "api_calls": source.api_calls,
+        "api_calls": source.api.api_calls,
     }
 
 

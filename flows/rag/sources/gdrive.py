@@ -21,20 +21,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from googleapiclient.http import MediaIoBaseDownload
 from pydantic import BaseModel, Field
 
 from flows.common.db import Database
 from flows.common.errors import ConfigError
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument
+from flows.rag.sources.gdrive_api import DriveApi, fetch_reason
 from flows.rag.sources.gdrive_client import (
     DRIVE_READONLY,
     DriveApiError,
     DriveService,
     RetryPolicy,
-    call_with_retry,
 )
-from flows.rag.sources.gdrive_refs import DEFAULT_MIME_ALLOWLIST, FILE_FIELDS, to_ref
+from flows.rag.sources.gdrive_refs import DEFAULT_MIME_ALLOWLIST, to_ref
 from flows.rag.sources.gdrive_store import GdriveStore
 from flows.rag.sources.gdrive_tree import (
     FOLDER,
@@ -48,8 +47,6 @@ from flows.rag.sources.gdrive_tree import (
 log = logging.getLogger(__name__)
 
 PARENTS_PER_QUERY = 40  # parents OR-ed in one files.list query: fewer calls, q stays well under limits
-PAGE_SIZE = 1000
-ALL_DRIVES = {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
 
 
 class GoogleDriveSpec(BaseModel):
@@ -94,99 +91,31 @@ class GoogleDriveSource:
 
     def __init__(self, spec: GoogleDriveSpec, db: Database, credentials: Any, retry: RetryPolicy | None = None) -> None:
         self.spec = spec
-        self.retry = retry or RetryPolicy()
-        self.service = DriveService(credentials, spec.api_endpoint)
+        self.api = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
         self._source_id = "gdrive:" + ",".join(sorted({*spec.folder_ids, *spec.drive_ids}))
         self.store = GdriveStore(db, self._source_id)
         self._allow = set(spec.mime_allowlist)
         self._max_bytes = int(spec.max_file_mb * 2**20)
         self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
-        self.api_calls = 0
 
     @property
     def source_id(self) -> str:
         return self._source_id
 
-    # -- API helpers -------------------------------------------------------------------------------
-
-    def _call(self, make: Any, what: str) -> Any:
-        def once() -> Any:
-            self.api_calls += 1
-            return make(self.service.get()).execute(num_retries=0)
-
-        return call_with_retry(once, self.retry, what)
-
-    def _start_token(self) -> str:
-        res = self._call(lambda s: s.changes().getStartPageToken(supportsAllDrives=True), "getStartPageToken")
-        return res["startPageToken"]
-
-    def _get_file(self, file_id: str) -> dict:
-        return self._call(
-            lambda s: s.files().get(fileId=file_id, fields=FILE_FIELDS, supportsAllDrives=True),
-            f"files.get {file_id}",
-        )
-
     def _roots(self) -> dict[str, str]:
         roots: dict[str, str] = {}
         for folder_id in self.spec.folder_ids:
             try:
-                roots[folder_id] = self._get_file(folder_id).get("name", folder_id)
+                roots[folder_id] = self.api.get_file(folder_id).get("name", folder_id)
             except DriveApiError as exc:
                 raise ConfigError(f"Drive folder {folder_id} cannot be read: {exc}") from exc
         for drive_id in self.spec.drive_ids:
             try:
-                drive = self._call(lambda s, d=drive_id: s.drives().get(driveId=d), f"drives.get {drive_id}")
+                drive = self.api.get_drive(drive_id)
             except DriveApiError as exc:
                 raise ConfigError(f"shared drive {drive_id} cannot be read: {exc}") from exc
             roots[drive_id] = drive.get("name", drive_id)
         return roots
-
-    def _list_children(self, parents: list[str]) -> Iterator[dict]:
-        clause = " or ".join(f"'{p}' in parents" for p in parents)
-        query = f"({clause}) and trashed = false"
-        page_token: str | None = None
-        while True:
-            res = self._call(
-                lambda s, t=page_token: s.files().list(
-                    q=query,
-                    pageSize=PAGE_SIZE,
-                    pageToken=t,
-                    fields=f"nextPageToken,files({FILE_FIELDS})",
-                    corpora="allDrives",
-                    **ALL_DRIVES,
-                ),
-                "files.list",
-            )
-            yield from res.get("files", [])
-            page_token = res.get("nextPageToken")
-            if not page_token:
-                return
-
-    def _read_changes(self, cursor: str) -> tuple[dict[str, dict], str] | None:
-        """Latest change per file id since ``cursor`` and the new token; None if the token is unusable."""
-        latest: dict[str, dict] = {}
-        page_token = cursor
-        fields = f"nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))"
-        while True:
-            try:
-                res = self._call(
-                    lambda s, t=page_token: s.changes().list(
-                        pageToken=t, pageSize=PAGE_SIZE, fields=fields, includeRemoved=True, **ALL_DRIVES
-                    ),
-                    "changes.list",
-                )
-            except DriveApiError as exc:
-                if exc.status in (400, 404, 410):
-                    log.warning("change token rejected (%s): falling back to a full listing", exc)
-                    return None
-                raise
-            for change in res.get("changes", []):
-                if change.get("fileId"):
-                    latest.pop(change["fileId"], None)  # keep the stream's order of last change
-                    latest[change["fileId"]] = change
-            if res.get("newStartPageToken"):
-                return latest, res["newStartPageToken"]
-            page_token = res["nextPageToken"]
 
     # -- listing -----------------------------------------------------------------------------------
 
@@ -197,7 +126,7 @@ class GoogleDriveSource:
         while queue:
             batch = [queue.popleft() for _ in range(min(PARENTS_PER_QUERY, len(queue)))]
             wanted = set(batch)
-            for item in self._list_children(batch):
+            for item in self.api.list_children(batch):
                 parent = first_parent(item, wanted)
                 node = node_from_item(item)
                 if node is not None:
@@ -229,7 +158,7 @@ class GoogleDriveSource:
                 continue
             try:
                 known_items = lookup if lookup is not None else files
-                item = known_items[target][0] if target in known_items else self._get_file(target)
+                item = known_items[target][0] if target in known_items else self.api.get_file(target)
             except DriveApiError as exc:
                 log.warning("shortcut %s points to an unreadable file: %s", shortcut_id, exc)
                 continue
@@ -247,7 +176,7 @@ class GoogleDriveSource:
         return docs, rows
 
     def _full(self) -> ChangeSet:
-        token = self._start_token()
+        token = self.api.start_token()
         self.store.save_pending_token(token)  # before listing: changes made meanwhile stay in the feed
         tree = Tree(self._roots())
         files: dict[str, tuple[dict, str]] = {}
@@ -258,7 +187,7 @@ class GoogleDriveSource:
         return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
 
     def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
-        read = self._read_changes(cursor)
+        read = self.api.read_changes(cursor)
         if read is None:
             return None
         latest, token = read
@@ -306,7 +235,7 @@ class GoogleDriveSource:
         repathed = [f for f in new_paths if f in old_paths and old_paths[f] != new_paths[f]]
         for start in range(0, len(repathed), PARENTS_PER_QUERY):
             batch = repathed[start : start + PARENTS_PER_QUERY]
-            for item in self._list_children(batch):
+            for item in self.api.list_children(batch):
                 if item.get("mimeType") not in (FOLDER, SHORTCUT):
                     files.setdefault(item["id"], (item, first_parent(item, set(batch)) or ""))
 
@@ -361,36 +290,10 @@ class GoogleDriveSource:
         path = Path(name)
         try:
             with self._downloads, os.fdopen(fd, "wb") as out:
-                self._download(ref, export_mime, out)
+                try:
+                    self.api.download(ref.doc_id, export_mime, out, f"download of {ref.name!r} ({ref.doc_id})")
+                except DriveApiError as exc:
+                    raise FetchError(fetch_reason(exc)) from exc
             yield path
         finally:
             path.unlink(missing_ok=True)
-
-    def _download(self, ref: DocumentRef, export_mime: str | None, out: Any) -> None:
-        service = self.service.get()
-        files = service.files()
-        if export_mime:
-            request = files.export_media(fileId=ref.doc_id, mimeType=export_mime)
-        else:
-            request = files.get_media(fileId=ref.doc_id, supportsAllDrives=True)
-        # Chunks of 8 MiB go straight to the file: memory stays flat whatever the file size.
-        downloader = MediaIoBaseDownload(out, request, chunksize=8 * 2**20)
-        done = False
-        what = f"download of {ref.name!r} ({ref.doc_id})"
-        while not done:
-            try:
-                _, done = call_with_retry(lambda d=downloader: d.next_chunk(num_retries=0), self.retry, what)
-            except DriveApiError as exc:
-                raise FetchError(_fetch_reason(exc, ref)) from exc
-
-
-def _fetch_reason(exc: DriveApiError, ref: DocumentRef) -> str:
-    if exc.reason == "exportSizeLimitExceeded":
-        return "export is over Drive's 10 MB export limit (exportSizeLimitExceeded)"
-    if exc.reason == "cannotExportFile":
-        return "Drive cannot export this file (cannotExportFile)"
-    if exc.status == 404:
-        return "file not found in Drive (deleted, or no access)"
-    if exc.status == 403:
-        return f"access denied by Drive ({exc.reason or 'forbidden'})"
-    return str(exc)
