@@ -186,14 +186,12 @@ class GoogleDriveSource:
         self.store.save(tree, token, rows, (), replace=True)
         return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
 
-    def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
-        read = self.api.read_changes(cursor)
-        if read is None:
-            return None
-        latest, token = read
-        tree = self.store.load_tree()
-        old_paths = tree.scope_paths()
-        changed: dict[str, dict | None] = {}  # ordinary files: item, or None when removed/trashed
+    def _apply_feed(self, tree: Tree, latest: dict[str, dict]) -> tuple[dict[str, dict | None], set[str], set[str]]:
+        """Folder and shortcut changes go into the tree; returns (file changes, touched nodes, new nodes).
+
+        File changes map to their new resource, or None when removed or trashed.
+        """
+        changed: dict[str, dict | None] = {}
         touched: set[str] = set()  # folders and shortcuts that changed
         fresh: set[str] = set()  # folders and shortcuts seen for the first time
         for file_id, change in latest.items():
@@ -216,6 +214,16 @@ class GoogleDriveSource:
                 touched.add(file_id)
             else:
                 changed[file_id] = None if gone else item
+        return changed, touched, fresh
+
+    def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
+        read = self.api.read_changes(cursor)
+        if read is None:
+            return None
+        latest, token = read
+        tree = self.store.load_tree()
+        old_paths = tree.scope_paths()
+        changed, touched, fresh = self._apply_feed(tree, latest)
         new_paths = tree.scope_paths()
         files: dict[str, tuple[dict, str]] = {}
         moved_in = [f for f in new_paths if f not in old_paths]
