@@ -399,3 +399,10 @@ def test_folders_outside_the_scope_are_not_stored_until_they_move_in(env: Env) -
     env.drive.move(outside, env.root)
     assert [d.path for d in ledger.sync(source).documents] == ["Team/Unrelated/Inner/x.txt"]
     assert doc in ledger.docs
+
+
+def test_an_unreadable_scope_folder_fails_the_run_with_one_line(env: Env) -> None:
+    from flows.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Drive folder nope cannot be read: files.get nope failed with HTTP 404"):
+        env.source(folder_ids=["nope"]).changes(None, {})
