@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from flows.common.db import Database
 from flows.rag.config import RagConfig
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
 from flows.rag.sources.base import Source
+from flows.rag.sources.gdrive import GoogleDriveSpec
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.store import VectorStore, open_qdrant
 
 # Every source's spec, discriminated by ``kind`` once there are several; the Prefect UI renders it as a form.
-SourceSpec = LocalFolderSpec
+SourceSpec = Annotated[LocalFolderSpec | GoogleDriveSpec, Field(discriminator="kind")]
 
 
 @dataclass

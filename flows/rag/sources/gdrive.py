@@ -1,0 +1,307 @@
+"""Google Drive as a RAG source: folders and whole shared drives, full and incremental sync.
+
+First sync (or no usable tree): ``changes.getStartPageToken`` is recorded *before* listing, then the scope
+is listed breadth-first (many parents per ``files.list`` query, 1000 per page, selected fields only), and
+the token becomes the ChangeSet's ``next_cursor`` so nothing changed during the listing is lost.
+Later syncs read ``changes.list`` from the cursor to ``newStartPageToken``: cost O(changes), not O(drive).
+The folder tree lives in the ledger (gdrive_store) and is updated from the same change stream; folders
+entering or leaving the scope bring their whole subtree in or out. An invalid or expired token falls
+back to a full listing (``complete=True``), which the sync turns into the right end state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from flows.common.db import Database
+from flows.common.errors import ConfigError
+from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument
+from flows.rag.sources.gdrive_api import DriveApi, fetch_reason
+from flows.rag.sources.gdrive_client import (
+    DRIVE_READONLY,
+    DriveApiError,
+    DriveService,
+    RetryPolicy,
+)
+from flows.rag.sources.gdrive_refs import DEFAULT_MIME_ALLOWLIST, to_ref
+from flows.rag.sources.gdrive_store import GdriveStore
+from flows.rag.sources.gdrive_tree import (
+    FOLDER,
+    KIND_FOLDER_SHORTCUT,
+    SHORTCUT,
+    Tree,
+    first_parent,
+    node_from_item,
+)
+
+log = logging.getLogger(__name__)
+
+PARENTS_PER_QUERY = 40  # parents OR-ed in one files.list query: fewer calls, q stays well under limits
+
+
+class GoogleDriveSpec(BaseModel):
+    """Which part of Google Drive to sync (a parameter of rag-sync, shown in the deployment form)."""
+
+    kind: Literal["gdrive"] = "gdrive"
+    folder_ids: list[str] = Field(default_factory=list, description="Folder ids, synced recursively")
+    drive_ids: list[str] = Field(default_factory=list, description="Shared drive ids, synced whole")
+    credentials_block: str | None = Field(
+        default=None, description="Name of a saved GoogleDriveCredentials block (None: application default)"
+    )
+    mime_allowlist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MIME_ALLOWLIST),
+        description="MIME types to ingest (Google Docs/Slides/Sheets are exported); others are recorded",
+    )
+    max_file_mb: float = Field(default=100.0, gt=0, description="Larger files are recorded as skipped")
+    api_endpoint: str | None = Field(default=None, description="Override of the API URL (tests)")
+    max_parallel_downloads: int = Field(default=4, ge=1, le=32, description="Concurrent downloads at most")
+
+    def build(self, db: Database) -> GoogleDriveSource:
+        if not self.folder_ids and not self.drive_ids:
+            raise ConfigError("the Google Drive source needs at least one folder id or shared drive id")
+        return GoogleDriveSource(self, db, credentials=self._credentials())
+
+    def _credentials(self) -> Any:
+        if self.credentials_block:
+            from blocks.gdrive import GoogleDriveCredentials
+
+            return GoogleDriveCredentials.load(self.credentials_block).get_credentials()
+        if self.api_endpoint:
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        import google.auth
+
+        creds, _ = google.auth.default(scopes=[DRIVE_READONLY])
+        return creds
+
+
+class GoogleDriveSource:
+    """Implements flows.rag.sources.base.Source for a Drive scope."""
+
+    def __init__(self, spec: GoogleDriveSpec, db: Database, credentials: Any, retry: RetryPolicy | None = None) -> None:
+        self.spec = spec
+        self.api = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
+        self._source_id = "gdrive:" + ",".join(sorted({*spec.folder_ids, *spec.drive_ids}))
+        self.store = GdriveStore(db, self._source_id)
+        self._allow = set(spec.mime_allowlist)
+        self._max_bytes = int(spec.max_file_mb * 2**20)
+        self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
+
+    @property
+    def source_id(self) -> str:
+        return self._source_id
+
+    def _roots(self) -> dict[str, str]:
+        roots: dict[str, str] = {}
+        for folder_id in self.spec.folder_ids:
+            try:
+                roots[folder_id] = self.api.get_file(folder_id).get("name", folder_id)
+            except DriveApiError as exc:
+                raise ConfigError(f"Drive folder {folder_id} cannot be read: {exc}") from exc
+        for drive_id in self.spec.drive_ids:
+            try:
+                drive = self.api.get_drive(drive_id)
+            except DriveApiError as exc:
+                raise ConfigError(f"shared drive {drive_id} cannot be read: {exc}") from exc
+            roots[drive_id] = drive.get("name", drive_id)
+        return roots
+
+    # -- listing -----------------------------------------------------------------------------------
+
+    def _walk(self, tree: Tree, start: list[str], files: dict[str, tuple[dict, str]]) -> None:
+        """List ``start`` folders and everything below (shortcut targets included, each once)."""
+        visited = set(start)
+        queue = deque(start)
+        while queue:
+            batch = [queue.popleft() for _ in range(min(PARENTS_PER_QUERY, len(queue)))]
+            wanted = set(batch)
+            for item in self.api.list_children(batch):
+                parent = first_parent(item, wanted)
+                node = node_from_item(item)
+                if node is not None:
+                    node.parent = parent
+                    tree.put(item["id"], node)
+                    nxt = item["id"] if item["mimeType"] == FOLDER else node.target
+                    if item["mimeType"] == SHORTCUT and node.kind != KIND_FOLDER_SHORTCUT:
+                        continue
+                    if nxt and nxt not in visited:  # a visited target is a cycle or a second path
+                        visited.add(nxt)
+                        queue.append(nxt)
+                elif parent is not None:
+                    files[item["id"]] = (item, parent)
+
+    def _refs(
+        self,
+        tree: Tree,
+        paths: dict[str, str],
+        files: dict[str, tuple[dict, str]],
+        targets: set[str] | None,
+        lookup: dict[str, tuple[dict, str]] | None = None,
+    ) -> tuple[dict[str, DocumentRef], list[tuple[str, str, str | None]]]:
+        """DocumentRefs and ledger rows for in-scope files and file-shortcut targets (all, or ``targets``)."""
+        docs: dict[str, DocumentRef] = {}
+        rows: list[tuple[str, str, str | None]] = []
+        direct = {file_id for file_id, (_, parent) in files.items() if parent in paths}
+        for target, (shortcut_id, path) in tree.file_shortcuts(paths).items():
+            if target in direct or (targets is not None and target not in targets):
+                continue
+            try:
+                known_items = lookup if lookup is not None else files
+                item = known_items[target][0] if target in known_items else self.api.get_file(target)
+            except DriveApiError as exc:
+                log.warning("shortcut %s points to an unreadable file: %s", shortcut_id, exc)
+                continue
+            if item.get("trashed"):
+                continue
+            docs[target] = to_ref(item, path, self._allow, self._max_bytes)
+            rows.append((target, tree.nodes[shortcut_id].parent or "", shortcut_id))
+        # Pop while converting: raw API dicts are freed as refs are made, so peak memory holds one copy.
+        while files:
+            file_id, (item, parent) = files.popitem()
+            if file_id in direct:
+                path = f"{paths[parent]}/{item.get('name', '')}"
+                docs[file_id] = to_ref(item, path, self._allow, self._max_bytes)
+                rows.append((file_id, parent, None))
+        return docs, rows
+
+    def _full(self) -> ChangeSet:
+        token = self.api.start_token()
+        self.store.save_pending_token(token)  # before listing: changes made meanwhile stay in the feed
+        tree = Tree(self._roots())
+        files: dict[str, tuple[dict, str]] = {}
+        self._walk(tree, sorted(tree.roots), files)
+        paths = tree.scope_paths()
+        docs, rows = self._refs(tree, paths, files, None)
+        self.store.save(tree, token, rows, (), replace=True)
+        return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
+
+    def _apply_feed(self, tree: Tree, latest: dict[str, dict]) -> tuple[dict[str, dict | None], set[str], set[str]]:
+        """Folder and shortcut changes go into the tree; returns (file changes, touched nodes, new nodes).
+
+        File changes map to their new resource, or None when removed or trashed.
+        """
+        changed: dict[str, dict | None] = {}
+        touched: set[str] = set()  # folders and shortcuts that changed
+        fresh: set[str] = set()  # folders and shortcuts seen for the first time
+        for file_id, change in latest.items():
+            item = change.get("file")
+            gone = bool(change.get("removed")) or item is None or bool(item.get("trashed"))
+            if file_id in tree.roots:
+                if gone:
+                    raise ConfigError(f"the scope root {file_id} was removed or trashed in Drive")
+                if item and item.get("name") and file_id not in self.spec.drive_ids:
+                    tree.roots[file_id] = item["name"]  # a renamed root renames every path
+                continue
+            node = None if gone or item is None else node_from_item(item)
+            if node is not None:
+                if file_id not in tree.nodes:
+                    fresh.add(file_id)
+                tree.put(file_id, node)
+                touched.add(file_id)
+            elif file_id in tree.nodes:  # a known folder or shortcut was removed or trashed
+                tree.drop(file_id)
+                touched.add(file_id)
+            else:
+                changed[file_id] = None if gone else item
+        return changed, touched, fresh
+
+    def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
+        read = self.api.read_changes(cursor)
+        if read is None:
+            return None
+        latest, token = read
+        tree = self.store.load_tree()
+        old_paths = tree.scope_paths()
+        changed, touched, fresh = self._apply_feed(tree, latest)
+        new_paths = tree.scope_paths()
+        files: dict[str, tuple[dict, str]] = {}
+        moved_in = [f for f in new_paths if f not in old_paths]
+        if moved_in:  # folders that entered the scope bring their whole subtree
+            self._walk(tree, moved_in, files)
+            new_paths = tree.scope_paths()
+        moved_out = [f for f in old_paths if f not in new_paths]
+        # The feed covers the whole Drive: forget new folders/shortcuts that are not in the scope, so the
+        # stored tree stays the size of the scope (one moving in later is listed when it does).
+        for node_id in fresh:
+            node = tree.nodes.get(node_id)
+            if node is not None and node_id not in new_paths and node.parent not in new_paths:
+                tree.nodes.pop(node_id)
+                tree.dirty.discard(node_id)
+        # Folders renamed or moved within the scope: their files' paths changed, so re-list them
+        # (one query per 40 folders) and hand the files over as renames (same version: payload only).
+        repathed = [f for f in new_paths if f in old_paths and old_paths[f] != new_paths[f]]
+        for start in range(0, len(repathed), PARENTS_PER_QUERY):
+            batch = repathed[start : start + PARENTS_PER_QUERY]
+            for item in self.api.list_children(batch):
+                if item.get("mimeType") not in (FOLDER, SHORTCUT):
+                    files.setdefault(item["id"], (item, first_parent(item, set(batch)) or ""))
+
+        candidates = {file_id for file_id, _ in self.store.files_under(moved_out)}
+        for file_id, item in changed.items():
+            parent = first_parent(item, new_paths) if item else None
+            if item is not None and parent in new_paths:
+                files[file_id] = (item, parent)
+            else:
+                candidates.add(file_id)
+        # File shortcuts in scope: refresh a target when the shortcut or the target changed, the
+        # shortcut entered the scope, or the target left its direct place but is still reachable.
+        targets = tree.file_shortcuts(new_paths)
+        wanted = {
+            t
+            for t, (s, _) in targets.items()
+            if s in touched
+            or t in changed
+            or t in candidates
+            or tree.nodes[s].parent in moved_in
+            or tree.nodes[s].parent in repathed
+        }
+        lookup = {**files, **{f: (i, "") for f, i in changed.items() if i is not None and f not in files}}
+        docs, rows = self._refs(tree, new_paths, files, wanted, lookup)
+        for file_id, shortcut_id in self.store.shortcut_rows():
+            if file_id not in targets and (shortcut_id in touched or shortcut_id not in tree.nodes):
+                candidates.add(file_id)  # its shortcut is gone or left the scope
+        recorded = self.store.shortcut_of(sorted(candidates))
+        removed = sorted(f for f in candidates if f not in docs and (f in known or f in recorded))
+        self.store.save(tree, token, rows, removed, replace=False)
+        return ChangeSet(documents=list(docs.values()), removed=removed, complete=False, next_cursor=token)
+
+    # -- Source protocol ---------------------------------------------------------------------------
+
+    def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
+        if cursor is not None and cursor == self.store.tree_token():
+            result = self._incremental(cursor, known)
+            if result is not None:
+                return result
+        elif cursor is not None:
+            log.warning("stored Drive tree does not match the cursor (interrupted run?): listing in full")
+        return self._full()
+
+    @contextlib.contextmanager
+    def fetch(self, ref: DocumentRef) -> Iterator[Path]:
+        reason = ref.extra.get("skip_reason")
+        if reason:
+            raise FetchError(reason)
+        export_mime = ref.extra.get("export_mime")
+        suffix = ref.extra.get("export_extension") or Path(ref.name).suffix or ".bin"
+        fd, name = tempfile.mkstemp(prefix="gdrive-", suffix=suffix)
+        path = Path(name)
+        try:
+            with self._downloads, os.fdopen(fd, "wb") as out:
+                try:
+                    self.api.download(ref.doc_id, export_mime, out, f"download of {ref.name!r} ({ref.doc_id})")
+                except DriveApiError as exc:
+                    raise FetchError(fetch_reason(exc)) from exc
+            yield path
+        finally:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,154 @@
+"""A thin Drive v3 client: the real google-api-python-client, built offline, with our own retry policy.
+
+The library's own ``num_retries`` ignores ``Retry-After`` and sleeps through a module-level ``time.sleep``,
+so every call goes through :func:`call_with_retry` instead: truncated exponential backoff with full
+jitter, at least ``Retry-After`` when the server sends one, and an injectable ``sleep`` for fast tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httplib2
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import RefreshError
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+from flows.common.errors import SwarmError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DRIVE_READONLY = "https://www.googleapis.com/auth/drive.readonly"
+RATE_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded"})
+
+
+class DriveAuthError(SwarmError):
+    """Credentials rejected (HTTP 401): nothing else can work, so the whole run fails."""
+
+
+class DriveApiError(SwarmError):
+    """A non-retryable API answer (404, 403 other than rate limits, 400...)."""
+
+    def __init__(self, message: str, status: int, reason: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def error_reason(exc: HttpError) -> tuple[str | None, str]:
+    """(reason, message) from a Drive error body such as ``{"error": {"errors": [{"reason": ...}]}}``."""
+    try:
+        body = json.loads(exc.content.decode("utf-8"))
+        err = body.get("error", {}) if isinstance(body, dict) else {}
+        errors = err.get("errors") or [{}]
+        return errors[0].get("reason"), str(err.get("message") or errors[0].get("message") or "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None, ""
+
+
+def is_retryable(status: int, reason: str | None) -> bool:
+    return status == 429 or status >= 500 or (status == 403 and reason in RATE_REASONS)
+
+
+@dataclass
+class RetryPolicy:
+    """Truncated exponential backoff with full jitter; ``sleep``/``rng`` injectable for tests."""
+
+    max_attempts: int = 8
+    base_s: float = 1.0
+    cap_s: float = 64.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = self.rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+        return max(backoff, retry_after or 0.0)
+
+
+def _retry_after(exc: HttpError) -> float | None:
+    value = exc.resp.get("retry-after") if exc.resp is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare for Drive; the exponential delay applies
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, what: str) -> T:
+    """Run one API call; retry quota and server errors, turn the rest into our errors."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except RefreshError as exc:
+            raise DriveAuthError(
+                f"Google Drive credentials could not be refreshed during {what}: {str(exc).splitlines()[0]}"
+            ) from exc
+        except HttpError as exc:
+            status = int(exc.resp.status)
+            reason, message = error_reason(exc)
+            if status == 401:
+                raise DriveAuthError(
+                    f"Google Drive rejected the credentials (HTTP 401) during {what}: check the"
+                    " GoogleDriveCredentials block (key revoked, wrong subject, or token expired)"
+                ) from exc
+            if not is_retryable(status, reason) or attempt + 1 >= policy.max_attempts:
+                detail = f"{reason}: {message}" if reason else message or "no details"
+                raise DriveApiError(
+                    f"{what} failed with HTTP {status} ({detail})", status=status, reason=reason
+                ) from exc
+            wait = policy.delay(attempt, _retry_after(exc))
+        except (OSError, httplib2.HttpLib2Error) as exc:
+            if attempt + 1 >= policy.max_attempts:
+                raise DriveApiError(f"{what} failed: {exc}", status=0, reason="network") from exc
+            wait = policy.delay(attempt, None)
+        attempt += 1
+        log.debug("retrying %s in %.2fs (attempt %d)", what, wait, attempt)
+        policy.sleep(wait)
+
+
+def api_base(endpoint: str | None) -> str | None:
+    """``http://host:port`` or a full base → the base URL the library expects (``.../drive/v3/``)."""
+    if not endpoint:
+        return None
+    base = endpoint.rstrip("/")
+    if not base.endswith("/drive/v3"):
+        base += "/drive/v3"
+    return base + "/"
+
+
+class DriveService:
+    """One discovery-built service per thread (httplib2 connections are not thread-safe)."""
+
+    def __init__(self, credentials: Any, endpoint: str | None, timeout_s: float = 120.0) -> None:
+        self._credentials = credentials
+        self._base = api_base(endpoint)
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        service = getattr(self._local, "service", None)
+        if service is None:
+            service = self._build()
+            self._local.service = service
+        return service
+
+    def _build(self) -> Any:
+        http: Any = httplib2.Http(timeout=self._timeout_s)
+        # Anonymous credentials (tests against a local server) cannot refresh: send no auth header.
+        if self._credentials is not None and not isinstance(self._credentials, AnonymousCredentials):
+            from google_auth_httplib2 import AuthorizedHttp
+
+            http = AuthorizedHttp(self._credentials, http=http)
+        options = {"api_endpoint": self._base} if self._base else None
+        # static_discovery: the discovery document bundled with the library; no network at build time.
+        return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False, client_options=options)

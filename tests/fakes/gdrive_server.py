@@ -1,0 +1,388 @@
+"""A local Drive v3 server (127.0.0.1, one thread) for the subset the Drive source calls.
+
+It holds a mutable in-memory drive, records every mutation in a change log the way ``changes.list``
+reports it (latest change per file, ``removed`` for permanent deletes), and injects faults on demand.
+The real google-api-python-client talks to it through ``client_options={"api_endpoint": ...}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+FOLDER = "application/vnd.google-apps.folder"
+SHORTCUT = "application/vnd.google-apps.shortcut"
+GDOC = "application/vnd.google-apps.document"
+NATIVE = "application/vnd.google-apps."
+EXPORT_LIMIT = 10 * 2**20
+
+
+@dataclass
+class FakeFile:
+    id: str
+    name: str
+    mime: str
+    parent: str | None
+    content: bytes = b""
+    version: int = 1
+    modified: int = 0
+    trashed: bool = False
+    drive_id: str | None = None
+    target: str | None = None  # shortcuts
+    export_size: int | None = None  # pretend size of the export (exportSizeLimitExceeded)
+    size_override: int | None = None  # pretend size in metadata (over-limit files, benchmark)
+    md5: str | None = None
+    target_mime: str = ""
+
+    def resource(self) -> dict[str, Any]:
+        res: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mime,
+            "parents": [self.parent] if self.parent else [],
+            "trashed": self.trashed,
+            "version": str(self.version),
+            "modifiedTime": f"2026-01-01T00:00:{self.modified % 60:02d}.{self.modified:06d}Z",
+            "webViewLink": f"https://drive.google.com/file/d/{self.id}/view",
+        }
+        if self.drive_id:
+            res["driveId"] = self.drive_id
+        if not self.mime.startswith(NATIVE):
+            res["md5Checksum"] = self.md5 or hashlib.md5(self.content).hexdigest()
+            res["size"] = str(self.size_override if self.size_override is not None else len(self.content))
+            res["headRevisionId"] = f"r{self.version}"
+        if self.mime == SHORTCUT and self.target:
+            res["shortcutDetails"] = {"targetId": self.target, "targetMimeType": self.target_mime}
+        return res
+
+
+@dataclass
+class FakeDrive:
+    """The in-memory drive plus its change log; all mutations go through these methods."""
+
+    files: dict[str, FakeFile] = field(default_factory=dict)
+    drives: dict[str, str] = field(default_factory=dict)
+    log: list[tuple[int, str]] = field(default_factory=list)  # (seq, file id)
+    seq: int = 1
+    _ids: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    calls: dict[str, int] = field(default_factory=dict)
+    by_parent: dict[str, dict[str, None]] = field(default_factory=dict)  # parent -> ordered child ids
+
+    def children(self, parent: str) -> list[FakeFile]:
+        return [self.files[c] for c in self.by_parent.get(parent, {})]
+
+    def _link(self, f: FakeFile) -> None:
+        if f.parent:
+            self.by_parent.setdefault(f.parent, {})[f.id] = None
+
+    def _unlink(self, f: FakeFile) -> None:
+        if f.parent:
+            self.by_parent.get(f.parent, {}).pop(f.id, None)
+
+    def _touch(self, f: FakeFile) -> None:
+        self.seq += 1
+        f.version += 1
+        f.modified = self.seq
+        self.log.append((self.seq, f.id))
+
+    def new_id(self, prefix: str = "f") -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids:07d}"
+
+    def add(self, name: str, parent: str | None, mime: str = "text/plain", content: bytes = b"", **kw: Any) -> str:
+        with self.lock:
+            fid = kw.pop("id", None) or self.new_id("d" if mime == FOLDER else "f")
+            drive_id = self._drive_of(parent)
+            f = FakeFile(fid, name, mime, parent, content, drive_id=drive_id, **kw)
+            self.files[fid] = f
+            self._link(f)
+            self._touch(f)
+            return fid
+
+    def add_quiet(self, f: FakeFile) -> None:
+        """Insert without a change record (bulk setup for the benchmark)."""
+        self.files[f.id] = f
+        self._link(f)
+
+    def folder(self, name: str, parent: str | None) -> str:
+        return self.add(name, parent, FOLDER)
+
+    def shortcut(self, name: str, parent: str, target: str) -> str:
+        return self.add(name, parent, SHORTCUT, target=target, target_mime=self.files[target].mime)
+
+    def shared_drive(self, name: str) -> str:
+        with self.lock:
+            did = self.new_id("0A")
+            self.drives[did] = name
+            return did
+
+    def _drive_of(self, parent: str | None) -> str | None:
+        if parent is None:
+            return None
+        if parent in self.drives:
+            return parent
+        p = self.files.get(parent)
+        return p.drive_id if p else None
+
+    def modify(self, fid: str, content: bytes) -> None:
+        with self.lock:
+            self.files[fid].content = content
+            self.files[fid].md5 = None
+            self._touch(self.files[fid])
+
+    def rename(self, fid: str, name: str) -> None:
+        with self.lock:
+            self.files[fid].name = name
+            self._touch(self.files[fid])
+
+    def move(self, fid: str, parent: str) -> None:
+        with self.lock:
+            self._unlink(self.files[fid])
+            self.files[fid].parent = parent
+            self._link(self.files[fid])
+            self.files[fid].drive_id = self._drive_of(parent)
+            self._touch(self.files[fid])
+
+    def trash(self, fid: str, trashed: bool = True) -> None:
+        with self.lock:
+            self.files[fid].trashed = trashed
+            self._touch(self.files[fid])
+
+    def delete(self, fid: str) -> None:
+        with self.lock:
+            self._unlink(self.files.pop(fid))
+            self.seq += 1
+            self.log.append((self.seq, fid))
+
+    def effectively_trashed(self, f: FakeFile) -> bool:
+        seen = 0
+        while f is not None and seen < 1000:
+            if f.trashed:
+                return True
+            f = self.files.get(f.parent) if f.parent else None  # type: ignore[assignment]
+            seen += 1
+        return False
+
+
+@dataclass
+class Faults:
+    rate: float = 0.0  # share of API calls answered with a retryable error
+    seed: int = 7
+    injected: int = 0
+    unauthorized: bool = False
+    invalid_tokens: set[str] = field(default_factory=set)
+    retry_after: str = "0"  # Retry-After sent with injected 429s
+    media_delay_s: float = 0.0
+    media_active: int = 0
+    media_peak: int = 0
+    media_lock: threading.Lock = field(default_factory=threading.Lock)
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.seed)  # the same faults on every run
+
+    def pick(self) -> tuple[int, str] | None:
+        if self.rate and self._rng.random() < self.rate:
+            self.injected += 1
+            return [(429, "rateLimitExceeded"), (403, "userRateLimitExceeded"), (503, "backendError")][
+                self.injected % 3
+            ]
+        return None
+
+
+_PARENT_RE = re.compile(r"'([^']+)' in parents")
+_MIME_RE = re.compile(r"mimeType\s*(=|!=)\s*'([^']+)'")
+
+
+def _match(q: str, drive: FakeDrive, f: FakeFile) -> bool:
+    parents = _PARENT_RE.findall(q)
+    if parents and f.parent not in parents:
+        return False
+    if re.search(r"trashed\s*=\s*false", q) and drive.effectively_trashed(f):
+        return False
+    return all((f.mime == mime) == (op == "=") for op, mime in _MIME_RE.findall(q))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes) else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, reason: str, message: str = "", headers: dict[str, str] | None = None) -> None:
+        body = {
+            "error": {
+                "code": status,
+                "message": message or reason,
+                "errors": [{"reason": reason, "message": message or reason}],
+            }
+        }
+        self._send(status, body, headers)
+
+    media: bytes | None = None  # set by _route; sent after the drive lock is released
+
+    def do_GET(self) -> None:
+        self.media = None
+        self._get_locked()
+        if self.media is not None:
+            stats = self.server.faults
+            with stats.media_lock:
+                stats.media_active += 1
+                stats.media_peak = max(stats.media_peak, stats.media_active)
+            try:
+                time.sleep(stats.media_delay_s)  # lets tests observe how many downloads overlap
+                self._media(self.media)
+            finally:
+                with stats.media_lock:
+                    stats.media_active -= 1
+
+    def _get_locked(self) -> None:
+        url = urlparse(self.path)
+        qs = {k: v[0] for k, v in parse_qs(url.query).items()}
+        path = url.path.removeprefix("/drive/v3/")
+        drive, faults = self.server.drive, self.server.faults
+        with drive.lock:
+            drive.calls[path.split("/")[0]] = drive.calls.get(path.split("/")[0], 0) + 1
+            if faults.unauthorized:
+                return self._error(401, "authError", "Invalid Credentials")
+            fault = faults.pick()
+            if fault:
+                headers = {"Retry-After": faults.retry_after} if fault[0] == 429 else None
+                return self._error(fault[0], fault[1], headers=headers)
+            try:
+                self._route(path, qs, drive, faults)
+            except KeyError:
+                self._error(404, "notFound", "File not found")
+
+    def _route(self, path: str, qs: dict[str, str], drive: FakeDrive, faults: Faults) -> None:
+        if path == "files":
+            return self._list(qs, drive)
+        if path == "changes/startPageToken":
+            return self._send(200, {"startPageToken": str(drive.seq + 1)})
+        if path == "changes":
+            return self._changes(qs, drive, faults)
+        if path == "drives":
+            return self._send(200, {"drives": [{"id": i, "name": n} for i, n in drive.drives.items()]})
+        if path.startswith("drives/"):
+            did = path.split("/")[1]
+            return self._send(200, {"id": did, "name": drive.drives[did]})
+        m = re.fullmatch(r"files/([^/]+)(/export)?", path)
+        if not m:
+            return self._error(404, "notFound", f"no route {path}")
+        f = drive.files[m.group(1)]
+        if m.group(2):
+            if not f.mime.startswith(NATIVE) or f.mime == FOLDER:
+                return self._error(403, "fileNotExportable", "Only Google Docs can be exported")
+            if f.export_size == -1:
+                return self._error(403, "cannotExportFile", "This file cannot be exported")
+            if (f.export_size or len(f.content)) > EXPORT_LIMIT:
+                return self._error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
+            self.media = f.content
+            return None
+        if qs.get("alt") == "media":
+            if f.mime.startswith(NATIVE):
+                return self._error(403, "fileNotDownloadable", "Use Export with Docs Editors files.")
+            self.media = f.content
+            return None
+        return self._send(200, f.resource())
+
+    def _media(self, content: bytes) -> None:
+        rng = self.headers.get("Range")
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng or "")
+        if not m or not content:
+            return self._send(200, content)
+        start, end = int(m.group(1)), min(int(m.group(2)), len(content) - 1)
+        part = content[start : end + 1]
+        self._send(206, part, {"Content-Range": f"bytes {start}-{end}/{len(content)}"})
+
+    def _page(self, items: list[Any], qs: dict[str, str]) -> tuple[list[Any], str | None]:
+        size = min(int(qs.get("pageSize", 100)), 1000)
+        start = int(qs.get("pageToken") or 0)
+        nxt = str(start + size) if start + size < len(items) else None
+        return items[start : start + size], nxt
+
+    def _list(self, qs: dict[str, str], drive: FakeDrive) -> None:
+        q = qs.get("q", "")
+        parents = _PARENT_RE.findall(q)
+        pool = [f for p in parents for f in drive.children(p)] if parents else list(drive.files.values())
+        items = sorted((f for f in pool if _match(q, drive, f)), key=lambda f: f.id)
+        page, nxt = self._page(items, qs)
+        body: dict[str, Any] = {"files": [f.resource() for f in page]}
+        if nxt:
+            body["nextPageToken"] = nxt
+        self._send(200, body)
+
+    def _changes(self, qs: dict[str, str], drive: FakeDrive, faults: Faults) -> None:
+        token = qs.get("pageToken", "")
+        if token in faults.invalid_tokens or not token.isdigit() or int(token) > drive.seq + 1:
+            return self._error(400, "invalid", "Invalid Value")
+        start = int(token)
+        size = min(int(qs.get("pageSize", 100)), 1000)
+        latest: dict[str, int] = {}
+        for seq, fid in drive.log:
+            if seq >= start:
+                latest[fid] = seq
+        ordered = sorted(latest.items(), key=lambda kv: kv[1])
+        page = ordered[:size]
+        changes = []
+        for fid, _seq in page:
+            f = drive.files.get(fid)
+            change: dict[str, Any] = {
+                "kind": "drive#change",
+                "changeType": "file",
+                "fileId": fid,
+                "removed": f is None,
+            }
+            if f is not None:
+                change["file"] = f.resource()
+            changes.append(change)
+        body: dict[str, Any] = {"changes": changes}
+        if len(ordered) > size:
+            body["nextPageToken"] = str(page[-1][1] + 1)
+        else:
+            body["newStartPageToken"] = str(drive.seq + 1)
+        self._send(200, body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, drive: FakeDrive, faults: Faults) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.drive = drive
+        self.faults = faults
+
+
+@contextmanager
+def serve(drive: FakeDrive | None = None, faults: Faults | None = None) -> Iterator[tuple[str, FakeDrive, Faults]]:
+    """Run the server in a thread; yields (endpoint URL, drive, faults)."""
+    server = _Server(drive or FakeDrive(), faults or Faults())
+    thread = threading.Thread(target=server.serve_forever, name="fake-gdrive", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", server.drive, server.faults
+    finally:
+        server.shutdown()
+        server.server_close()
