@@ -1,1 +1,5 @@
-"""Prefect Block classes for typed configuration and secrets (see blocks/*.py)."""
+"""Prefect Block classes for typed configuration and secrets; ``prefect block register -m blocks`` finds them."""
+
+from blocks.gdrive import GoogleDriveCredentials
+
+__all__ = ["GoogleDriveCredentials"]

@@ -16,7 +16,7 @@ from flows.rag.sources.gdrive import GoogleDriveSpec
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.store import VectorStore, open_qdrant
 
-# Every source's spec, discriminated by ``kind`` once there are several; the Prefect UI renders it as a form.
+# Every source's spec, discriminated by ``kind``; the Prefect UI renders it as a form with one branch per source.
 SourceSpec = Annotated[LocalFolderSpec | GoogleDriveSpec, Field(discriminator="kind")]
 
 
