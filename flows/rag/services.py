@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from flows.common.db import Database
+from flows.common.errors import ConfigError
 from flows.rag.config import RagConfig
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
@@ -25,18 +26,56 @@ class RagServices:
     config: RagConfig
     db: Database
     ledger: RagLedger
-    store: VectorStore
+    _store: VectorStore | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> VectorStore:
+        """Opened on first use: a dispatching rag-sync never opens it (embedded Qdrant admits one process)."""
+        if self._store is None:
+            self._store = open_store(self.config)
+        return self._store
 
     def source(self, spec: SourceSpec) -> Source:
         return spec.build(self.db)
 
 
-def open_services(config: RagConfig) -> RagServices:
-    """Ledger first (cheap, most likely misconfigured), then the vector store; each fails with one line."""
-    db = Database(config.resolved_ledger_url)
-    ledger = RagLedger(db)
+def _load_block(block_cls: Any, name: str, setting: str) -> Any:
+    try:
+        return block_cls.load(name)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: no {block_cls.__name__} block named {name!r} ({exc})") from None
+
+
+def resolve_blocks(config: RagConfig) -> RagConfig:
+    """Fill the connection fields from the named blocks, if any (needs the Prefect API)."""
+    update: dict[str, Any] = {}
+    if config.qdrant_block:
+        from blocks.qdrant import QdrantConnection
+
+        qdrant = _load_block(QdrantConnection, config.qdrant_block, "qdrant_block")
+        update |= {"qdrant_url": qdrant.url, "qdrant_api_key": qdrant.api_key, "collection": qdrant.collection}
+    if config.ledger_block:
+        from blocks.postgres import PostgresLedger
+
+        ledger = _load_block(PostgresLedger, config.ledger_block, "ledger_block")
+        update["ledger_url"] = ledger.connection_url()
+    return config.model_copy(update=update) if update else config
+
+
+def open_store(config: RagConfig) -> VectorStore:
     api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
     client = open_qdrant(config.qdrant_url, api_key, config.resolved_qdrant_path)
     store = VectorStore(client, config.collection, config.embedding_model, model_dimension(config.embedding_model))
     store.ensure_collection()
-    return RagServices(config=config, db=db, ledger=ledger, store=store)
+    return store
+
+
+def open_services(config: RagConfig, with_store: bool = True) -> RagServices:
+    """Blocks, then the ledger (cheap, most likely misconfigured), then the vector store unless
+    ``with_store=False``; each fails with one line."""
+    config = resolve_blocks(config)
+    db = Database(config.resolved_ledger_url)
+    services = RagServices(config=config, db=db, ledger=RagLedger(db))
+    if with_store:
+        _ = services.store
+    return services

@@ -1,27 +1,39 @@
 """rag-sync: bring the vector store in line with a source.
 
-Pool: oracle. Asks the source what changed since the stored cursor, diffs it against the ledger, deletes
-removed documents' points, refreshes renamed ones' payloads, and ingests new and changed documents in
-batches (ingest-batch, in-process here). Reads the source and the ledger; writes Qdrant and the ledger.
-Safe to re-run at any time, also after a crash: the ledger says what is still to do.
+Pool: oracle. Asks the source what changed since the stored cursor, diffs it against the ledger, and
+applies it: removed documents' points deleted, renamed ones' payloads refreshed, new and changed documents
+ingested in batches. ``dispatch="in-process"`` runs ingest-batch here; ``dispatch="deployment"`` sends each
+batch (and the removals) to the ``ingest-batch/thanos`` deployment, at most ``max_in_flight`` at once, and
+waits for all of them; rag-sync then never opens Qdrant itself (embedded Qdrant admits one process).
+Reads the source and the ledger; writes Qdrant and the ledger (itself or through its children).
+Safe to re-run at any time, also after a crash: the ledger says what is still to do, and the cursor is only
+saved once every batch completed.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import Field
 
 from flows.common import progress
+from flows.rag import dispatch as remote
 from flows.rag.config import RagConfig, load_config
+from flows.rag.housekeeping import apply_removals_and_renames, publish_if_complete
 from flows.rag.ingest import ingest_batch
 from flows.rag.plan import SyncPlan, known_documents, plan_sync
 from flows.rag.report import render_sync_report
 from flows.rag.services import RagServices, SourceSpec, open_services
 from flows.rag.sources.base import ChangeSet, Source, iter_batches
+
+Dispatch = Literal["in-process", "deployment"]
+DeploymentName = Annotated[str, Field(pattern=r"^[^/\s]+/[^/\s]+$", description="<flow name>/<deployment name>")]
+InFlight = Annotated[int, Field(ge=1, le=64, description="Child runs started and unfinished at once.")]
 
 
 @task(task_run_name="plan-{source.kind}", cache_policy=NO_CACHE)
@@ -32,61 +44,107 @@ def plan_changes(services: RagServices, source: SourceSpec, src: Source) -> tupl
     return plan_sync(changes, entries, services.config.embedding_model), changes
 
 
-@task(cache_policy=NO_CACHE)
-def apply_removals_and_renames(services: RagServices, src: Source, plan: SyncPlan) -> None:
+@task(task_run_name="apply-removals-and-renames", cache_policy=NO_CACHE)
+def apply_cheap_changes(services: RagServices, src: Source, plan: SyncPlan) -> None:
     """Cheap changes that need no parsing: delete removed documents, refresh renamed ones' payloads."""
-    services.store.delete_documents(src.source_id, plan.removed)
-    services.ledger.mark_deleted(src.source_id, plan.removed)
-    for ref in plan.refreshed:
-        services.store.set_document_metadata(
-            src.source_id, ref.doc_id, {"title": ref.name, "path": ref.path, "modified": ref.modified}
+    apply_removals_and_renames(services, src.source_id, plan.removed, plan.refreshed)
+
+
+def ingest_here(source: SourceSpec, settings: RagConfig, services: RagServices, plan: SyncPlan) -> dict[str, Any]:
+    apply_cheap_changes(services, services.source(source), plan)
+    todo = plan.to_ingest
+    progress_id = create_progress_artifact(0.0, key="rag-sync-progress", description="files ingested")
+    totals: dict[str, Any] = {"indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0}
+    stage_seconds = {"embed": 0.0, "write": 0.0, "batches": 0.0}
+    for number, batch in enumerate(iter_batches(todo, settings.batch_files), start=1):
+        result = ingest_batch(source, batch, settings.overrides(), f"{number:04d}")
+        for key in totals:
+            totals[key] += result[key]
+        stage_seconds["embed"] += result["seconds"]["embed"]
+        stage_seconds["write"] += result["seconds"]["write"]
+        stage_seconds["batches"] += result["seconds"]["total"]
+        done = min(number * settings.batch_files, len(todo))
+        update_progress_artifact(progress_id, progress=100.0 * done / max(1, len(todo)))
+    update_progress_artifact(progress_id, progress=100.0)
+    publish_if_complete(services)
+    totals["stage_seconds"] = {k: round(v, 2) for k, v in stage_seconds.items()}
+    return totals
+
+
+def ingest_remote(
+    source: SourceSpec,
+    src: Source,
+    settings: RagConfig,
+    services: RagServices,
+    plan: SyncPlan,
+    deployment: str,
+    max_in_flight: int,
+) -> dict[str, Any]:
+    """One child run per batch on the target deployment; removals and renames ride with the first one."""
+    todo = plan.to_ingest
+    batches = list(iter_batches(todo, settings.batch_files)) or ([[]] if plan.removed or plan.refreshed else [])
+    parent = str(flow_run.get_id() or "no-flow-run")
+    source_params = source.model_dump(mode="json")
+    jobs = []
+    for number, batch in enumerate(batches, start=1):
+        removed, refreshed = (plan.removed, plan.refreshed) if number == 1 else ([], [])
+        label = f"{number:04d}"
+        jobs.append(
+            remote.BatchJob(
+                label=label,
+                parameters=remote.child_parameters(
+                    source_params, batch, settings.overrides(), label, removed, refreshed
+                ),
+                key=remote.batch_key(parent, src.source_id, batch, removed),
+                doc_ids=tuple(ref.doc_id for ref in batch),
+            )
         )
-    services.ledger.refresh_metadata(src.source_id, plan.refreshed)
+    progress_id = create_progress_artifact(0.0, key="rag-sync-progress", description="batches finished")
+    finished: list[remote.ChildOutcome] = []
 
+    def on_finished(outcome: remote.ChildOutcome) -> None:
+        finished.append(outcome)
+        update_progress_artifact(progress_id, progress=100.0 * len(finished) / len(jobs))
 
-def _publish_if_complete(services: RagServices) -> None:
-    """After a model change, swap the alias to the new collection once no document of any source is
-    left to re-embed, then drop the old collection: readers switch atomically and never see a gap."""
-    store = services.store
-    previous = store.alias_target()
-    if previous != store.collection and not services.ledger.documents_not_on(services.config.embedding_model):
-        store.publish()
-        if previous:
-            store.client.delete_collection(previous)
+    start, read_states = remote.deployment_runner(deployment)
+    outcomes = remote.run_window(jobs, start, read_states, max_in_flight, on_finished=on_finished)
+    remote.raise_for_failures(outcomes, deployment)
+    update_progress_artifact(progress_id, progress=100.0)
+    totals: dict[str, Any] = remote.ledger_totals(services.db, src.source_id, {ref.doc_id for ref in todo})
+    totals["child_runs"] = [str(o.run_id) for o in outcomes]
+    return totals
 
 
 @flow(name="rag-sync")
-def rag_sync(source: SourceSpec, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sync ``source`` into the vector store. ``config``: RagConfig overrides (see flows/rag/config.py)."""
+def rag_sync(
+    source: SourceSpec,
+    config: dict[str, Any] | None = None,
+    dispatch: Dispatch = "in-process",
+    ingest_deployment: DeploymentName = "ingest-batch/thanos",
+    max_in_flight: InFlight = 2,
+) -> dict[str, Any]:
+    """Sync ``source`` into the vector store. ``config``: RagConfig overrides (see flows/rag/config.py).
+    ``dispatch="deployment"`` runs each batch as a run of ``ingest_deployment`` (on its node's pool)."""
     started = time.perf_counter()
-    settings: RagConfig = load_config(config)
-    services = open_services(settings)
+    settings: RagConfig = load_config(config)  # a bad setting fails here, naming it, before any work
+    if dispatch == "deployment":
+        remote.check_deployment(ingest_deployment)
+    services = open_services(settings, with_store=dispatch == "in-process")
     src = services.source(source)
     run_id = services.ledger.start_run("rag-sync", src.source_id)
     status = "failed"
     stats: dict[str, Any] = {}
     try:
         plan, changes = plan_changes(services, source, src)
-        apply_removals_and_renames(services, src, plan)
-        todo = plan.to_ingest
-        progress.report("planned", len(todo))
-        progress_id = create_progress_artifact(0.0, key="rag-sync-progress", description="files ingested")
-        totals = {"indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0}
-        stage_seconds = {"embed": 0.0, "write": 0.0, "batches": 0.0}
-        for number, batch in enumerate(iter_batches(todo, settings.batch_files), start=1):
-            result = ingest_batch(source, batch, settings.overrides(), f"{number:04d}")
-            for key in totals:
-                totals[key] += result[key]
-            stage_seconds["embed"] += result["seconds"]["embed"]
-            stage_seconds["write"] += result["seconds"]["write"]
-            stage_seconds["batches"] += result["seconds"]["total"]
-            done = min(number * settings.batch_files, len(todo))
-            update_progress_artifact(progress_id, progress=100.0 * done / max(1, len(todo)))
-        update_progress_artifact(progress_id, progress=100.0)
-        _publish_if_complete(services)
+        progress.report("planned", len(plan.to_ingest))
+        if dispatch == "deployment":
+            totals = ingest_remote(source, src, settings, services, plan, ingest_deployment, max_in_flight)
+        else:
+            totals = ingest_here(source, settings, services, plan)
         services.ledger.set_cursor(src.source_id, changes.next_cursor)
         stats = {
             "source": src.source_id,
+            "dispatch": dispatch,
             "files_seen": len(changes.documents),
             "new": len(plan.new),
             "changed": len(plan.changed),
@@ -95,7 +153,6 @@ def rag_sync(source: SourceSpec, config: dict[str, Any] | None = None) -> dict[s
             "removed": len(plan.removed),
             **totals,
             "seconds": round(time.perf_counter() - started, 2),
-            "stage_seconds": {k: round(v, 2) for k, v in stage_seconds.items()},
             "problems": [list(p) for p in services.ledger.problems(src.source_id)],
         }
         status = "completed"
