@@ -1,0 +1,100 @@
+"""rag-sync's dispatch to another node: idempotency keys, the bounded window, failures, validation, and the
+GPU slot (strict) around indexing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from uuid import UUID, uuid4
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectAlreadyExists
+
+from blocks import PostgresLedger, QdrantConnection
+from flows.common.errors import ConfigError, SwarmError
+from flows.rag import dispatch
+from flows.rag.config import load_config
+from flows.rag.ingest import gpu_section
+from flows.rag.services import resolve_blocks
+from flows.rag.sources.base import DocumentRef
+
+
+def ref(doc_id: str, version: str = "v1") -> DocumentRef:
+    return DocumentRef(doc_id, doc_id, doc_id, "text/plain", version, 10, None)
+
+
+def test_the_batch_key_is_stable_and_changes_with_content_or_parent() -> None:
+    key = dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y")], [])
+    assert key == dispatch.batch_key("run-1", "local:/a", [ref("y"), ref("x")], [])  # order does not matter
+    assert key != dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y", "v2")], [])
+    assert key != dispatch.batch_key("run-2", "local:/a", [ref("x"), ref("y")], [])
+    assert key != dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y")], ["z"])
+
+
+def test_child_parameters_are_plain_json_references() -> None:
+    params = dispatch.child_parameters({"kind": "local", "path": "/d"}, [ref("x")], {"batch_files": 3}, "0001")
+    assert params["documents"][0]["doc_id"] == "x" and params["publish"] is True
+    json.dumps(params)
+
+
+def test_the_window_keeps_at_most_n_in_flight_and_collects_every_outcome() -> None:
+    jobs = [dispatch.BatchJob(f"{i:04d}", {}, f"k{i}", ()) for i in range(5)]
+    started: list[UUID] = []
+    finished: set[UUID] = set()
+    peak = 0
+
+    def start(job: dispatch.BatchJob) -> UUID:
+        nonlocal peak
+        started.append(uuid4())
+        peak = max(peak, len(started) - len(finished))
+        return started[-1]
+
+    def read_states(ids: list[UUID]) -> dict[UUID, dispatch.ChildState]:
+        # the oldest unfinished run finishes at each poll; the third one fails
+        oldest = next(i for i in started if i not in finished)
+        finished.add(oldest)
+        kind = "FAILED" if started.index(oldest) == 2 else "COMPLETED"
+        return {i: dispatch.ChildState(kind if i == oldest else "RUNNING", kind.title()) for i in ids}
+
+    outcomes = dispatch.run_window(jobs, start, read_states, max_in_flight=2, sleep=lambda s: None)
+    assert peak == 2 and len(started) == 5
+    assert [o.label for o in outcomes] == [j.label for j in jobs]
+    with pytest.raises(SwarmError, match="1 of 5 ingest-batch/thanos runs did not complete: batch 0002"):
+        dispatch.raise_for_failures(outcomes, "ingest-batch/thanos")
+
+
+def test_a_missing_target_deployment_fails_before_any_work() -> None:
+    with pytest.raises(ConfigError, match="ingest_deployment: no deployment named 'ingest-batch/nowhere'"):
+        dispatch.check_deployment("ingest-batch/nowhere")
+
+
+def test_blocks_named_in_the_config_fill_the_connections() -> None:
+    QdrantConnection(url="http://127.0.0.1:6333", api_key="k", collection="docs-e2e").save(
+        "qdrant-test", overwrite=True
+    )
+    PostgresLedger(url="postgresql://swarm@127.0.0.1:5432/ledger", password="pw").save("ledger-test", overwrite=True)
+    config = resolve_blocks(load_config({"qdrant_block": "qdrant-test", "ledger_block": "ledger-test"}))
+    assert (config.qdrant_url, config.collection) == ("http://127.0.0.1:6333", "docs-e2e")
+    assert config.qdrant_api_key and config.qdrant_api_key.get_secret_value() == "k"
+    assert config.ledger_url == "postgresql://swarm:pw@127.0.0.1:5432/ledger"
+    assert "pw" not in str(load_config({"ledger_block": "ledger-test"}).overrides())
+    with pytest.raises(ConfigError, match="qdrant_block: no QdrantConnection block named 'missing'"):
+        resolve_blocks(load_config({"qdrant_block": "missing"}))
+
+
+def test_a_bad_gpu_slot_name_is_refused_as_a_setting() -> None:
+    with pytest.raises(ConfigError, match="gpu_slot"):
+        load_config({"gpu_slot": "thanos"})
+
+
+def test_the_gpu_section_is_strict_about_its_limit() -> None:
+    with pytest.raises(Exception, match="gpu:nowhere"), gpu_section("gpu:nowhere"):
+        pass
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):  # an earlier run
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu:test-node", limit=1))
+    with gpu_section("gpu:test-node"), get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("gpu:test-node").active_slots == 1
+    with gpu_section(None):
+        pass

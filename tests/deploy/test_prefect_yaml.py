@@ -1,0 +1,112 @@
+"""prefect.yaml is the one list of deployments: it loads, every entry is deployable as written, and every
+flow of the project is in it."""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ParameterTypeError
+from prefect.flows import Flow, load_flow_from_entrypoint
+
+REPO = Path(__file__).resolve().parents[2]
+POOLS = {"oracle", "starlord", "thanos"}
+# Parameters a deployment cannot default: given by the caller at run time (rag-sync, or the user); with a
+# sample value each, so the rest of the deployment's parameters are validated together with them.
+RUNTIME_ONLY: dict[str, dict[str, Any]] = {
+    "ingest-batch/thanos": {"source": {"kind": "local", "path": "/srv/swarm-data/inbox"}, "documents": []},
+    "restore/manual": {"backup_id": "0b7c"},
+}
+
+
+def load_spec() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "prefect.yaml").read_text())
+
+
+SPEC = load_spec()
+DEPLOYMENTS = SPEC["deployments"]
+_flows: dict[str, Flow[Any, Any]] = {}
+
+
+def flow_of(entrypoint: str) -> Flow[Any, Any]:
+    if entrypoint not in _flows:
+        _flows[entrypoint] = load_flow_from_entrypoint(str(REPO / entrypoint))
+    return _flows[entrypoint]
+
+
+def full_name(deployment: dict[str, Any]) -> str:
+    return f"{flow_of(deployment['entrypoint']).name}/{deployment['name']}"
+
+
+def ids() -> list[str]:
+    return [f"{d['entrypoint'].split(':')[1]}-{d['name']}" for d in DEPLOYMENTS]
+
+
+def test_the_pull_step_sets_the_working_directory_to_the_nodes_checkout() -> None:
+    assert SPEC["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $SWARM_REPO }}"}}]
+    assert all("pull" not in d for d in DEPLOYMENTS)  # nobody opts out of it
+
+
+def test_deployment_names_are_unique_per_flow() -> None:
+    names = Counter(full_name(d) for d in DEPLOYMENTS)
+    assert [name for name, count in names.items() if count > 1] == []
+
+
+def test_every_flow_of_the_project_is_deployed() -> None:
+    declared = set()
+    for path in (REPO / "flows").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "flow":
+                declared |= {kw.value.value for kw in node.keywords if kw.arg == "name"}
+    deployed = {flow_of(d["entrypoint"]).name for d in DEPLOYMENTS}
+    assert declared - deployed == set()
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=ids())
+def test_each_deployment_declares_its_pool_tags_and_schedules(deployment: dict[str, Any]) -> None:
+    assert deployment["work_pool"]["name"] in POOLS
+    assert deployment.get("tags"), "tags make runs findable in the UI"
+    assert "schedules" in deployment, "write schedules: [] for manual deployments (CONVENTIONS §3)"
+    for schedule in deployment["schedules"]:
+        assert schedule.get("timezone") and schedule.get("slug")
+        CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # what the server would check
+    if deployment["schedules"]:
+        assert deployment.get("concurrency_limit"), "a scheduled flow must not overlap itself"
+
+
+def test_a_broken_cron_is_rejected_by_the_same_check() -> None:
+    with pytest.raises(ValueError):
+        CronSchedule(cron="61 * * * *", timezone="UTC")
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=ids())
+def test_each_entrypoint_loads_and_its_parameters_validate(deployment: dict[str, Any]) -> None:
+    flow = flow_of(deployment["entrypoint"])
+    params = dict(deployment.get("parameters") or {})
+    runtime = RUNTIME_ONLY.get(full_name(deployment), {})
+    required = set(flow.parameters.required or [])
+    assert required - set(params) == set(runtime), "a required parameter has no default in prefect.yaml"
+    flow.validate_parameters(params | runtime)
+
+
+def test_a_wrong_parameter_is_refused_naming_it() -> None:
+    [sync] = [d for d in DEPLOYMENTS if d["name"] == "local-hourly"]
+    flow = flow_of(sync["entrypoint"])
+    with pytest.raises(ParameterTypeError, match="max_in_flight"):
+        flow.validate_parameters(sync["parameters"] | {"max_in_flight": 0})
+    with pytest.raises(ParameterTypeError, match="dispatch"):
+        flow.validate_parameters(sync["parameters"] | {"dispatch": "carrier-pigeon"})
+
+
+def test_the_ingest_deployment_named_by_rag_sync_exists() -> None:
+    names = {full_name(d) for d in DEPLOYMENTS}
+    for deployment in DEPLOYMENTS:
+        params = deployment.get("parameters") or {}
+        if params.get("dispatch") == "deployment":
+            assert params["ingest_deployment"] in names
+            assert full_name(deployment).startswith("rag-sync/")
