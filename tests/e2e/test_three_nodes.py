@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import IntervalSchedule
+from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from qdrant_client import QdrantClient
 
@@ -205,6 +206,9 @@ def test_rag_sync_dispatches_to_thanos_schedules_fire_and_batches_wait_for_their
         assert {c.work_pool_name for c in children} == {"thanos"}
         assert all(c.state and c.state.type == StateType.COMPLETED for c in children)
         assert all(c.parent_task_run_id is not None for c in children)  # linked to rag-sync as subflows
+        # Each batch held thanos's GPU slot (the pool's env names it; strict, so a missing limit would fail).
+        holders = wait_until(lambda: gpu_slot_holders(client, "gpu:thanos", 2), 30, "gpu:thanos acquisitions")
+        assert holders == {f"prefect.flow-run.{c.id}" for c in children}
 
         points = qdrant_points(cluster.qdrant_path)
         assert {p["doc_id"] for p in points} == set(TOPICS)
@@ -234,6 +238,14 @@ def test_rag_sync_dispatches_to_thanos_schedules_fire_and_batches_wait_for_their
         points = qdrant_points(cluster.qdrant_path)
         assert {p["doc_id"] for p in points} == set(TOPICS) | set(LATER)
     print(f"end-to-end took {time.monotonic() - t0:.0f} s")
+
+
+def gpu_slot_holders(client: SyncPrefectClient, limit: str, at_least: int) -> set[str]:
+    """Flow runs that acquired ``limit``, from the events Prefect emits on each acquisition."""
+    flt = EventFilter(event=EventNameFilter(name=["prefect.concurrency-limit.acquired"]))
+    events = [e for e in client.read_events(filter=flt, limit=50).events if e.resource.name == limit]
+    runs = {r.id for e in events for r in e.related if r.id.startswith("prefect.flow-run.")}
+    return runs if len(events) >= at_least else set()
 
 
 def _finished(runs: list[FlowRun]) -> list[FlowRun]:
