@@ -50,8 +50,10 @@ def apply_cheap_changes(services: RagServices, src: Source, plan: SyncPlan) -> N
     apply_removals_and_renames(services, src.source_id, plan.removed, plan.refreshed)
 
 
-def ingest_here(source: SourceSpec, settings: RagConfig, services: RagServices, plan: SyncPlan) -> dict[str, Any]:
-    apply_cheap_changes(services, services.source(source), plan)
+def ingest_here(
+    source: SourceSpec, src: Source, settings: RagConfig, services: RagServices, plan: SyncPlan
+) -> dict[str, Any]:
+    apply_cheap_changes(services, src, plan)
     todo = plan.to_ingest
     progress_id = create_progress_artifact(0.0, key="rag-sync-progress", description="files ingested")
     totals: dict[str, Any] = {"indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0}
@@ -140,7 +142,7 @@ def rag_sync(
         if dispatch == "deployment":
             totals = ingest_remote(source, src, settings, services, plan, ingest_deployment, max_in_flight)
         else:
-            totals = ingest_here(source, settings, services, plan)
+            totals = ingest_here(source, src, settings, services, plan)
         services.ledger.set_cursor(src.source_id, changes.next_cursor)
         stats = {
             "source": src.source_id,

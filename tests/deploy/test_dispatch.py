@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -98,3 +99,20 @@ def test_the_gpu_section_is_strict_about_its_limit() -> None:
         assert client.read_global_concurrency_limit_by_name("gpu:test-node").active_slots == 1
     with gpu_section(None):
         pass
+
+
+def test_rag_sync_refuses_a_missing_ingest_deployment_before_touching_anything(tmp_path: Path) -> None:
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    data = tmp_path / "data"
+    with pytest.raises(ConfigError, match="ingest_deployment: no deployment named 'ingest-batch/nowhere'"):
+        rag_sync(
+            LocalFolderSpec(path=str(docs)),
+            {"data_dir": str(data)},
+            dispatch="deployment",
+            ingest_deployment="ingest-batch/nowhere",
+        )
+    assert not data.exists()  # no ledger, no Qdrant opened
