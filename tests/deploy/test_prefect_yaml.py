@@ -110,3 +110,13 @@ def test_the_ingest_deployment_named_by_rag_sync_exists() -> None:
         if params.get("dispatch") == "deployment":
             assert params["ingest_deployment"] in names
             assert full_name(deployment).startswith("rag-sync/")
+
+
+def test_rag_sync_parameters_render_as_a_typed_form() -> None:
+    [sync] = [d for d in DEPLOYMENTS if d["name"] == "local-hourly"]
+    schema = flow_of(sync["entrypoint"]).parameters.model_dump()
+    props = schema["properties"]
+    assert props["dispatch"]["enum"] == ["in-process", "deployment"]
+    assert (props["max_in_flight"]["minimum"], props["max_in_flight"]["maximum"]) == (1, 64)
+    assert "pattern" in props["ingest_deployment"]
+    assert {"LocalFolderSpec", "GoogleDriveSpec"} <= set(schema["definitions"])  # one form branch per source

@@ -125,8 +125,11 @@ def quiet_schedules(client: SyncPrefectClient) -> None:
     for deployment in client.read_deployments():
         client.pause_deployment(deployment.id)
     scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
-    for run in client.read_flow_runs(flow_run_filter=scheduled):
-        client.delete_flow_run(run.id)
+    for attempt in range(2):  # again after one scheduler loop (2 s): it may have been mid-iteration
+        for run in client.read_flow_runs(flow_run_filter=scheduled):
+            client.delete_flow_run(run.id)
+        if attempt == 0:
+            time.sleep(3)
 
 
 def final_state(client: SyncPrefectClient, run_id: UUID, timeout: float) -> FlowRun:
@@ -183,6 +186,8 @@ def test_rag_sync_dispatches_to_thanos_schedules_fire_and_batches_wait_for_their
 
         # A schedule a few seconds out on starlord's health deployment: it must fire by itself.
         health = deployment_id(client, "health/starlord")
+        for schedule in client.read_deployment_schedules(health):  # only ours may fire (not its */5 cron)
+            client.delete_deployment_schedule(health, schedule.id)
         anchor = _now() + timedelta(seconds=8)
         client.create_deployment_schedules(
             health,
@@ -214,7 +219,7 @@ def test_rag_sync_dispatches_to_thanos_schedules_fire_and_batches_wait_for_their
         assert {p["doc_id"] for p in points} == set(TOPICS)
         assert len(points) == RagLedger(Database(cluster.ledger_url)).indexed_chunk_total()
 
-        [fired] = wait_until(lambda: _finished(runs_of(client, "health/starlord")), 60, "the scheduled health run")
+        [fired] = wait_until(lambda: _finished(runs_of(client, "health/starlord")), 120, "the scheduled health run")
         assert fired.auto_scheduled and fired.work_pool_name == "starlord"
         assert fired.state and fired.state.type == StateType.COMPLETED, fired.state
 
@@ -233,7 +238,7 @@ def test_rag_sync_dispatches_to_thanos_schedules_fire_and_batches_wait_for_their
             assert run.state and run.state.type in (StateType.SCHEDULED, StateType.PENDING), run.state
         assert client.read_flow_run(second).state.type == StateType.RUNNING
         cluster.start_worker("thanos")
-        parent = final_state(client, second, 120)
+        parent = final_state(client, second, 180)
         assert parent.state and parent.state.type == StateType.COMPLETED, parent.state
         points = qdrant_points(cluster.qdrant_path)
         assert {p["doc_id"] for p in points} == set(TOPICS) | set(LATER)
