@@ -2,8 +2,9 @@
 
 Pool: thanos (SearXNG and gpt-researcher live there). gpt-researcher runs in its own venv
 (``SWARM_GPTR_PYTHON``; it pins numpy<2.3, the project numpy 2.4), one child process per query, at most
-``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its only retriever
-is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network.
+``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its web retriever
+is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network. The closest
+chunks of the project's own Qdrant collection are added as local documents (gpt-researcher's hybrid mode).
 
 Writes each report as ``<output_dir>/<run>-<slug>.md``, a markdown artifact, and a row in the ledger
 (``research_reports``: report, sources, cost, duration, or the failure reason). A failed query is
