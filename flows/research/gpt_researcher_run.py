@@ -2,8 +2,9 @@
 
 Pool: thanos (SearXNG and gpt-researcher live there). gpt-researcher runs in its own venv
 (``SWARM_GPTR_PYTHON``; it pins numpy<2.3, the project numpy 2.4), one child process per query, at most
-``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its only retriever
-is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network.
+``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its web retriever
+is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network. The closest
+chunks of the project's own Qdrant collection are added as local documents (gpt-researcher's hybrid mode).
 
 Writes each report as ``<output_dir>/<run>-<slug>.md``, a markdown artifact, and a row in the ledger
 (``research_reports``: report, sources, cost, duration, or the failure reason). A failed query is
@@ -23,6 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common.errors import SwarmError
+from flows.research.local_context import retrieve_local_context, write_context_files
 from flows.research.reports import (
     QueryResult,
     ResearchSettings,
@@ -60,8 +62,13 @@ def research(
     gptr_python: str | None = None,
     output_dir: str | None = None,
     ledger_url: str | None = None,
+    local_context_k: int = 6,
+    rag_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Research each query; returns per-query status, file and cost. Model names are the gateway's."""
+    """Research each query; returns per-query status, file and cost. Model names are the gateway's.
+
+    ``local_context_k`` > 0 adds that many chunks of the project's own collection (``rag_config``: RagConfig
+    overrides, else the node's SWARM_* settings) to each query's web research ("hybrid"); 0 is web only."""
     logger = get_run_logger()
     todo = normalise_queries(queries)
     python = check_interpreter(gptr_python or os.environ.get("SWARM_GPTR_PYTHON"))
@@ -83,9 +90,17 @@ def research(
     out_dir = Path(output_dir) if output_dir else _data_dir() / "research"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"research-{uuid.uuid4().hex[:10]}"
+    local: dict[str, list[dict]] = {}
+    if local_context_k > 0:
+        try:
+            local = retrieve_local_context(todo, rag_config, local_context_k)
+        except SwarmError as exc:  # the web part can still answer; say why the local part is missing
+            logger.warning("no local context from the project's collection: %s", exc)
 
     def one(query: str) -> QueryResult:
-        result = run_query(python, query, settings, out_dir / ".work" / slugify(query))
+        workdir = out_dir / ".work" / slugify(query)
+        doc_path = write_context_files(local.get(query, []), workdir / "local-context")
+        result = run_query(python, query, settings, workdir, doc_path)
         if result.ok:
             path = out_dir / f"{run_id}-{slugify(query)}.md"
             path.write_text(report_markdown(result), encoding="utf-8")

@@ -82,7 +82,7 @@ async def research(job: dict[str, Any]) -> dict[str, Any]:
     researcher = GPTResearcher(
         query=job["query"],
         report_type=job.get("report_type", "research_report"),
-        report_source="web",
+        report_source=job.get("report_source") or "web",
         verbose=False,
     )
     await researcher.conduct_research()

@@ -103,9 +103,12 @@ def check_interpreter(python: str | None) -> str:
     return python
 
 
-def worker_job(query: str, s: ResearchSettings) -> dict[str, Any]:
+def worker_job(query: str, s: ResearchSettings, doc_path: Path | None = None) -> dict[str, Any]:
+    """``doc_path``: a folder of local context; the worker then researches in hybrid mode (local + web)."""
     return {
         "query": query,
+        "report_source": "hybrid" if doc_path else "web",
+        "doc_path": str(doc_path) if doc_path else None,
         "llm_base_url": s.llm_base_url,
         "llm_api_key": s.llm_api_key,
         "searx_url": s.searx_url,
@@ -145,13 +148,13 @@ def parse_worker_output(query: str, rc: int, stdout: str, stderr: str) -> QueryR
     return QueryResult(query, False, error=f"gpt-researcher worker failed (exit {rc}): {tail[:300]}")
 
 
-def run_query(python: str, query: str, s: ResearchSettings, workdir: Path) -> QueryResult:
+def run_query(python: str, query: str, s: ResearchSettings, workdir: Path, doc_path: Path | None = None) -> QueryResult:
     """One query in a child process of the gpt-researcher venv; never raises for a failed query."""
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         proc = subprocess.run(
             [python, str(WORKER)],
-            input=json.dumps(worker_job(query, s)),
+            input=json.dumps(worker_job(query, s, doc_path)),
             capture_output=True,
             text=True,
             timeout=s.timeout_s,

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.serving import serving
+
 
 class FakeOpenAIState:
     def __init__(self, model: str = "fake-model") -> None:
@@ -190,11 +192,6 @@ def run_fake_openai(model: str = "fake-model") -> Iterator[FakeOpenAIState]:
     state = FakeOpenAIState(model)
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -8,12 +8,13 @@ A route maps a path (GET) or ``"METHOD /path"`` to (status code, body: JSON valu
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.serving import serving
 
 Routes = Mapping[str, tuple[int, Any]]
 
@@ -104,13 +105,8 @@ class _FakeServer(ThreadingHTTPServer):
 @contextmanager
 def fake_service(routes: Routes, delay_s: float = 0.0) -> Iterator[_FakeServer]:
     server = _FakeServer(routes, delay_s)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager

@@ -7,13 +7,14 @@ Every query is recorded in ``queries``.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.serving import serving
 
 PAGES = {
     1: ("Qdrant payload indexes", "Payload indexes make filtered vector search fast in Qdrant collections."),
@@ -75,11 +76,6 @@ def run_fake_searxng() -> Iterator[FakeSearxState]:
     state = FakeSearxState()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

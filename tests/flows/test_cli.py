@@ -72,6 +72,7 @@ def test_rerun_with_nothing_changed_embeds_nothing(indexed: tuple[Path, Path, st
         (["ingest", "{docs}", "--ledger-url", "postgresql://swarm:pw@127.0.0.1:1/x"], 1,
          "error: cannot reach the ledger at postgresql://swarm:***@127.0.0.1:1/x"),
         (["status", "--ledger-url", "mysql://x"], 2, "error: ledger URL 'mysql://x' is not supported"),
+        (["search", "bees", "--qdrant-url", "http://127.0.0.1:1"], 1, "error: cannot reach Qdrant at http://127.0.0.1:1"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(

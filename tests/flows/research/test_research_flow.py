@@ -92,3 +92,40 @@ def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(pg_ledge
 def test_without_gpt_researcher_the_flow_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gpt-researcher"):
         research("q", gptr_python=str(tmp_path / "missing-python"), ledger_url=f"sqlite:///{tmp_path}/l.db")
+
+
+@needs_gptr
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline")
+def test_hybrid_research_reads_the_projects_own_collection(tmp_path: Path) -> None:
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+    from tests.fakes.documents import write_document
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_document(docs / "pools.md", "Our thanos work pool only accepts embedding batches from rag-sync.")
+    rag_config = {"data_dir": str(tmp_path / "rag")}
+    assert rag_sync(LocalFolderSpec(path=str(docs)), rag_config)["indexed"] == 1
+
+    with run_fake_openai() as llm, run_fake_searxng() as searx:
+        llm.chat_responder = answer
+        result = research(
+            "How do Prefect work pools route runs?",
+            llm_base_url=f"{llm.url}/v1",
+            searx_url=searx.url,
+            fast_llm="fake-model",
+            embedding_model="fake-embed",
+            max_iterations=1,
+            max_subtopics=1,
+            gptr_python=GPTR_PYTHON,
+            output_dir=str(tmp_path / "reports"),
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+            timeout_s=60,
+            local_context_k=2,
+            rag_config=rag_config,
+        )
+        sent = json.dumps([body for _, body in llm.requests])
+    assert result["ok"] == 1
+    assert "only accepts embedding batches from rag-sync" in sent  # the local chunk reached gpt-researcher
+    assert "prefect work pool routing" in searx.queries  # and the web was searched too
