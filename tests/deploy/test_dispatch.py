@@ -116,3 +116,56 @@ def test_rag_sync_refuses_a_missing_ingest_deployment_before_touching_anything(t
             ingest_deployment="ingest-batch/nowhere",
         )
     assert not data.exists()  # no ledger, no Qdrant opened
+
+
+def test_a_failed_child_fails_the_sync_after_the_others_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rag-sync with dispatch=deployment, the children faked at the Prefect boundary (the e2e test runs them
+    for real): every batch is started with references only, and one failed child fails the run by name."""
+    from flows.common.db import Database
+    from flows.rag.ledger import RagLedger
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"note{i}.txt").write_text(f"note number {i}\n")
+    started: dict[UUID, dispatch.BatchJob] = {}
+
+    def start(job: dispatch.BatchJob) -> UUID:
+        started[run_id := uuid4()] = job
+        return run_id
+
+    def read_states(ids: list[UUID]) -> dict[UUID, dispatch.ChildState]:
+        return {
+            i: dispatch.ChildState("FAILED", "Failed", "parser exploded")
+            if started[i].label == "0002"
+            else dispatch.ChildState("COMPLETED", "Completed")
+            for i in ids
+        }
+
+    monkeypatch.setattr(dispatch, "check_deployment", lambda name: None)
+    monkeypatch.setattr(dispatch, "deployment_runner", lambda name: (start, read_states))
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with pytest.raises(
+        SwarmError, match=r"1 of 3 ingest-batch/thanos runs did not complete: batch 0002 .*parser exploded"
+    ):
+        rag_sync(
+            LocalFolderSpec(path=str(docs)),
+            {"data_dir": str(tmp_path / "data"), "ledger_url": ledger_url, "batch_files": 2},
+            dispatch="deployment",
+            max_in_flight=2,
+        )
+    jobs = sorted(started.values(), key=lambda j: j.label)
+    assert [len(j.parameters["documents"]) for j in jobs] == [2, 2, 1]
+    assert len({j.key for j in jobs}) == 3
+    assert jobs[0].parameters["config"] == {
+        "data_dir": str(tmp_path / "data"),
+        "ledger_url": ledger_url,
+        "batch_files": 2,
+    }
+    json.dumps([j.parameters for j in jobs])  # plain JSON: what run_deployment sends
+    assert RagLedger(Database(ledger_url)).last_run()["status"] == "failed"
+    assert not (tmp_path / "data" / "qdrant").exists()  # the dispatching sync never opened Qdrant
