@@ -1,6 +1,6 @@
 """Draw docs/benchmarks.png from the bench/out/*.json files the bench scripts wrote (chunks/s per stage).
 
-    .venv/bin/python bench/plot.py
+.venv/bin/python bench/plot.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
