@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -17,8 +18,17 @@ from flows.rag.parse import configure_offline_parsing
 
 
 def _warm_up() -> None:
+    keep_torch_out()
     configure_offline_parsing()
     import unstructured.partition.auto  # noqa: F401  (pay the import once, not inside the first timeout)
+
+
+def keep_torch_out() -> None:
+    """Parser processes never need torch, but spaCy's thinc imports it whenever it is installed (for layers
+    this pipeline does not use): ~180 MB per parser process (bench/bench_stages.py). Marking it missing
+    makes thinc fall back to numpy, as on a machine without torch."""
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
 
 
 def default_workers() -> int:

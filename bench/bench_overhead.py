@@ -1,0 +1,97 @@
+"""What Prefect adds to an ingest: the same work through rag-sync (flow, tasks, sub-flows, artifacts) and
+through the plain functions under it (plan → BatchIndexer per batch), alternated, each on an empty store.
+
+    .venv/bin/python bench/bench_overhead.py --files 40 --repeats 2
+
+Both sides share one warm embedder and parser pool (loaded before the clock starts), so the difference is
+orchestration: task/flow run records, state changes, artifacts, logging. Prints a table; writes
+bench/out/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from bench.corpus import sample_python_doc  # noqa: E402
+
+
+def without_prefect(spec: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    from flows.rag.config import load_config
+    from flows.rag.ingest import index_documents
+    from flows.rag.services import open_services
+    from flows.rag.sources.base import iter_batches
+    from flows.rag.sync import plan_changes
+
+    settings = load_config(overrides)
+    services = open_services(settings)
+    src = services.source(spec)
+    plan, _ = plan_changes.fn(services, spec, src)
+    chunks = 0
+    for number, batch in enumerate(iter_batches(plan.to_ingest, settings.batch_files), start=1):
+        chunks += index_documents.fn(spec, batch, settings, f"{number:04d}")["chunks"]
+    return {"chunks": chunks}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch-files", type=int, default=0, help="files per ingest-batch; 0: the config default")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args(argv)
+
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+
+    results: dict[str, list[float]] = {"plain functions": [], "rag-sync flow": []}
+    chunks: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs"
+        sample_python_doc(docs, args.files)
+        spec = LocalFolderSpec(path=str(docs))
+        base: dict[str, Any] = {"batch_files": args.batch_files} if args.batch_files else {}
+        # Warm-up on two pages: model, parser processes and the Prefect API start outside the clock.
+        warm = Path(tmp) / "warm"
+        sample_python_doc(warm, 2)
+        rag_sync(LocalFolderSpec(path=str(warm)), {**base, "data_dir": str(Path(tmp) / "warm-data")})
+        for repeat in range(args.repeats):
+            for name in results:
+                overrides = {**base, "data_dir": str(Path(tmp) / f"{name.split()[0]}-{repeat}")}
+                started = time.perf_counter()
+                out = rag_sync(spec, overrides) if name == "rag-sync flow" else without_prefect(spec, overrides)
+                results[name].append(time.perf_counter() - started)
+                chunks[name] = out["chunks"]
+    bare, flow = statistics.median(results["plain functions"]), statistics.median(results["rag-sync flow"])
+    overhead = 100 * (flow - bare) / flow
+    print(f"\n{args.files} python-doc pages, {args.repeats} alternating repeats (median wall s)")
+    print(f"{'way':<16} {'wall s':>8} {'chunks':>7}  runs")
+    for name, walls in results.items():
+        print(f"{name:<16} {statistics.median(walls):>8.2f} {chunks[name]:>7}  {' '.join(f'{w:.1f}' for w in walls)}")
+    print(f"Prefect overhead: {flow - bare:+.2f} s = {overhead:+.1f}% of the flow's wall time")
+    report = {
+        "files": args.files,
+        "runs": results,
+        "chunks": chunks,
+        "overhead_s": flow - bare,
+        "overhead_pct": overhead,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overhead.json").write_text(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

