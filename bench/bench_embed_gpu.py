@@ -3,6 +3,12 @@
     .venv/bin/python bench/bench_embed_gpu.py                       # CUDA: 20,000 chunks, full sizes
     .venv/bin/python bench/bench_embed_gpu.py --chunks 64 --files 1 --large-layers 2   # CPU smoke run
 
+A GPU machine without the corpus or the model package takes them prepared here (unique chunk texts and
+MiniLM's folder in fp16, ~45 MB) and the script runs there from that folder alone:
+
+    .venv/bin/python bench/bench_embed_gpu.py --save-inputs bench/out/gpu-inputs     # here: prepare, exit
+    python3 bench/bench_embed_gpu.py --inputs bench/out/gpu-inputs                   # there: measure
+
 For each model (MiniLM, and a BERT-base-sized model with random weights built from a config) it times:
 * ``stage``: flows.rag.embed.Embedder.embed_token_ids on the parser's token ids (what the pipeline runs);
 * ``encode``: sentence-transformers ``encode()`` on the texts, at the best of ``--batch-sizes``;
@@ -40,11 +46,29 @@ def real_chunks(files: int, count: int, tmp: Path) -> list[str]:
         texts += [chunk.text for chunk in parse_file(str(page), page.name, options).chunks]
     if not texts:
         raise SystemExit("no chunks parsed from the sample")
-    texts = (texts * (count // len(texts) + 1))[:count]
-    return texts
+    return repeat_to(texts, count) if count else texts
 
 
-def build_random_model(target: Path, hidden: int, layers: int, heads: int) -> Path:
+def repeat_to(texts: list[str], count: int) -> list[str]:
+    return (texts * (count // len(texts) + 1))[:count]
+
+
+def save_inputs(target: Path, files: int) -> None:
+    """The unique chunk texts and MiniLM's sentence-transformers folder converted to fp16."""
+    from sentence_transformers import SentenceTransformer
+
+    from flows.rag.model_files import resolve_model_dir
+
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = real_chunks(files, 0, Path(tmp))
+    (target / "chunks.json").write_text(json.dumps(texts))
+    model = SentenceTransformer(str(resolve_model_dir(MINILM)), device="cpu", local_files_only=True)
+    model.half().save(str(target / "minilm-fp16"))
+    print(f"{len(texts)} unique chunks and the fp16 model saved in {target}")
+
+
+def build_random_model(target: Path, tokenizer_of: str, hidden: int, layers: int, heads: int) -> Path:
     """A BERT-shaped sentence-transformers folder with random weights and MiniLM's tokenizer (same vocab)."""
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel
@@ -57,7 +81,8 @@ def build_random_model(target: Path, hidden: int, layers: int, heads: int) -> Pa
     )
     BertModel(config).save_pretrained(raw)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(resolve_model_dir(MINILM) / name, raw / name)
+        if (resolve_model_dir(tokenizer_of) / name).is_file():  # a re-saved folder may lack the legacy files
+            shutil.copy(resolve_model_dir(tokenizer_of) / name, raw / name)
     word = models.Transformer(str(raw), max_seq_length=256)
     model = SentenceTransformer(modules=[word, models.Pooling(hidden, pooling_mode="mean")], device="cpu")
     model.save(str(target / "st"))
@@ -76,7 +101,7 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> floa
     return best
 
 
-def bench_model(model: str, texts: list[str], args: argparse.Namespace, device: str) -> dict[str, Any]:
+def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespace, device: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -87,7 +112,7 @@ def bench_model(model: str, texts: list[str], args: argparse.Namespace, device: 
     encodings = embedder.tokenizer.encode_batch(texts)
     ids = [e.ids[: embedder.window] for e in encodings]
     n = len(ids)
-    row: dict[str, Any] = {"model": model if model == MINILM else f"bert-{args.large_hidden}x{args.large_layers}"}
+    row: dict[str, Any] = {"model": label}
 
     stage = timed(lambda: embedder.embed_token_ids(ids, args.stage_batch), sync, args.repeats)
     row["stage"] = n / stage
@@ -102,7 +127,7 @@ def bench_model(model: str, texts: list[str], args: argparse.Namespace, device: 
     row["encode"], row["encode_batch"] = encode_rates[best], best
 
     # Bare forward: batches padded and moved to the device before the clock starts.
-    transformer = embedder.model[0].auto_model
+    transformer = embedder.model[0].auto_model  # the Hugging Face model inside the first module
     order = sorted(range(n), key=lambda i: len(ids[i]))
     batches = []
     for start in range(0, n, args.stage_batch):
@@ -137,19 +162,29 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--large-layers", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--save-inputs", type=Path, help="write chunk texts and the fp16 model here, then exit")
+    parser.add_argument("--inputs", type=Path, help="read them from here instead of parsing and the package")
     args = parser.parse_args(argv)
+    if args.save_inputs:
+        save_inputs(args.save_inputs, args.files)
+        return []
 
     import torch
 
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        texts = real_chunks(args.files, args.chunks, Path(tmp))
+        if args.inputs:
+            texts = repeat_to(json.loads((args.inputs / "chunks.json").read_text()), args.chunks)
+            minilm = str(args.inputs / "minilm-fp16")
+        else:
+            texts, minilm = real_chunks(args.files, args.chunks, Path(tmp)), MINILM
         large = build_random_model(
-            Path(tmp) / "large", args.large_hidden, args.large_layers, max(1, args.large_hidden // 64)
+            Path(tmp) / "large", minilm, args.large_hidden, args.large_layers, max(1, args.large_hidden // 64)
         )
-        for model in (MINILM, str(large)):
-            rows.append(bench_model(model, texts, args, device))
+        labels = {minilm: "all-MiniLM-L6-v2", str(large): f"bert-{args.large_hidden}x{args.large_layers}"}
+        for model, label in labels.items():
+            rows.append(bench_model(model, label, texts, args, device))
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"\n{len(texts)} chunks on {name} (chunks/s; best of {args.repeats})")
     print(

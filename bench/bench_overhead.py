@@ -2,10 +2,15 @@
 through the plain functions under it (plan → BatchIndexer per batch), alternated, each on an empty store.
 
     .venv/bin/python bench/bench_overhead.py --files 40 --repeats 2
+    .venv/bin/python bench/bench_overhead.py --corpus postgres-doc --files 1000 --model tiny --repeats 1
 
 Both sides share one warm embedder and parser pool (loaded before the clock starts), so the difference is
 orchestration: task/flow run records, state changes, artifacts, logging. Prints a table; writes
 bench/out/overhead.json.
+
+``--model tiny`` embeds with a one-layer, 64-wide BERT of random weights (MiniLM's tokenizer): the same
+orchestration over far less compute, so the overhead it reports is an upper bound of MiniLM's, and a
+1,000-file run fits in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from bench.corpus import sample_python_doc  # noqa: E402
+from bench.corpus import CORPORA, sample_pages  # noqa: E402
 
 
 def without_prefect(spec: Any, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="python-doc")
+    parser.add_argument("--model", default="", help="'tiny', or an embedding model; default: the config's")
     parser.add_argument("--batch-files", type=int, default=0, help="files per ingest-batch; 0: the config default")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)
@@ -60,12 +67,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     chunks: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
-        sample_python_doc(docs, args.files)
+        sample_pages(docs, args.files, args.corpus)
         spec = LocalFolderSpec(path=str(docs))
         base: dict[str, Any] = {"batch_files": args.batch_files} if args.batch_files else {}
+        if args.model == "tiny":
+            from bench.bench_embed_gpu import MINILM, build_random_model
+
+            base["embedding_model"] = str(build_random_model(Path(tmp) / "tiny", MINILM, 64, 1, 1))
+        elif args.model:
+            base["embedding_model"] = args.model
         # Warm-up on two pages: model, parser processes and the Prefect API start outside the clock.
         warm = Path(tmp) / "warm"
-        sample_python_doc(warm, 2)
+        sample_pages(warm, 2, args.corpus)
         rag_sync(LocalFolderSpec(path=str(warm)), {**base, "data_dir": str(Path(tmp) / "warm-data")})
         for repeat in range(args.repeats):
             for name in results:
@@ -76,13 +89,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 chunks[name] = out["chunks"]
     bare, flow = statistics.median(results["plain functions"]), statistics.median(results["rag-sync flow"])
     overhead = 100 * (flow - bare) / flow
-    print(f"\n{args.files} python-doc pages, {args.repeats} alternating repeats (median wall s)")
+    model = args.model or "the configured model"
+    print(f"\n{args.files} {args.corpus} pages, {model}, {args.repeats} alternating repeats (median wall s)")
     print(f"{'way':<16} {'wall s':>8} {'chunks':>7}  runs")
     for name, walls in results.items():
         print(f"{name:<16} {statistics.median(walls):>8.2f} {chunks[name]:>7}  {' '.join(f'{w:.1f}' for w in walls)}")
     print(f"Prefect overhead: {flow - bare:+.2f} s = {overhead:+.1f}% of the flow's wall time")
     report = {
         "files": args.files,
+        "corpus": args.corpus,
+        "model": model,
         "runs": results,
         "chunks": chunks,
         "overhead_s": flow - bare,

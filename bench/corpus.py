@@ -7,18 +7,31 @@ import subprocess
 from pathlib import Path
 
 PYTHON_DOC_LIBRARY = Path("/usr/share/doc/python3.11/html/library")
+POSTGRES_DOC = Path("/usr/share/doc/postgresql-doc-15/html")
+
+# corpus name -> (Debian package, folder of its HTML pages)
+CORPORA = {
+    "python-doc": ("python3.11-doc", PYTHON_DOC_LIBRARY),  # ~317 library reference pages
+    "postgres-doc": ("postgresql-doc-15", POSTGRES_DOC),  # ~1,170 manual pages
+}
 
 
-def ensure_python_doc() -> Path:
-    """Debian's python3.11-doc: ~530 HTML pages of the standard library reference."""
-    if not PYTHON_DOC_LIBRARY.is_dir():
+def ensure_corpus(name: str) -> Path:
+    package, folder = CORPORA[name]
+    if not folder.is_dir():
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "python3.11-doc"], check=True)
-    return PYTHON_DOC_LIBRARY
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True)
+    return folder
+
+
+def sample_pages(target: Path, count: int, corpus: str = "python-doc") -> list[Path]:
+    """The first ``count`` pages of ``corpus`` (sorted by name), copied into ``target``."""
+    pages = sorted(ensure_corpus(corpus).glob("*.html"))[:count]
+    if len(pages) < count:
+        raise SystemExit(f"{corpus} has only {len(pages)} pages, {count} were asked for")
+    target.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(page, target / page.name)) for page in pages]
 
 
 def sample_python_doc(target: Path, count: int) -> list[Path]:
-    """The first ``count`` library pages (sorted by name), copied into ``target``."""
-    pages = sorted(ensure_python_doc().glob("*.html"))[:count]
-    target.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy(page, target / page.name)) for page in pages]
+    return sample_pages(target, count, "python-doc")

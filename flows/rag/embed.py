@@ -31,8 +31,11 @@ class Embedder:
         self.model_name = model
         self._torch = torch
         self.model = SentenceTransformer(str(resolve_model_dir(model)), device=self.device, local_files_only=True)
+        # fp16 on the GPU; fp32 on a CPU, where half precision is many times slower (a folder may hold fp16).
         if self.device == "cuda":
             self.model.half()
+        else:
+            self.model.float()
         self.model.eval()
         self.dim = int(self.model.get_embedding_dimension())
         self.tokenizer, self.window = load_tokenizer(model)

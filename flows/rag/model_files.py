@@ -57,5 +57,9 @@ def model_dimension(model: str) -> int:
     model_dir = resolve_model_dir(model)
     pooling = model_dir / "1_Pooling" / "config.json"
     if pooling.is_file():
-        return int(json.loads(pooling.read_text())["word_embedding_dimension"])
+        settings = json.loads(pooling.read_text())
+        # sentence-transformers 6 renamed the key when it saves a model; older folders have the first.
+        for key in ("word_embedding_dimension", "embedding_dimension"):
+            if key in settings:
+                return int(settings[key])
     return int(json.loads((model_dir / "config.json").read_text())["hidden_size"])

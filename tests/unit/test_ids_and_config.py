@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from flows.common.errors import ConfigError
 from flows.rag.config import load_config
 from flows.rag.ids import collection_name, model_slug, point_id
+from flows.rag.model_files import model_dimension
 
 
 def test_point_ids_are_deterministic_uuids_unique_per_chunk() -> None:
@@ -50,3 +52,19 @@ def test_bad_settings_are_one_config_error_naming_the_field(overrides: dict, mes
     with pytest.raises(ConfigError, match=message) as info:
         load_config(overrides)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pooling", "config", "expected"),
+    [
+        ({"word_embedding_dimension": 384, "pooling_mode_mean_tokens": True}, {"hidden_size": 1}, 384),
+        ({"embedding_dimension": 512, "pooling_mode": "mean"}, {"hidden_size": 1}, 512),  # sentence-transformers 6
+        (None, {"hidden_size": 768}, 768),  # a bare transformers folder
+    ],
+)
+def test_model_dimension_is_read_from_either_pooling_format(tmp_path, pooling, config, expected) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    if pooling is not None:
+        (tmp_path / "1_Pooling").mkdir()
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    assert model_dimension(str(tmp_path)) == expected
