@@ -67,7 +67,15 @@ def test_secret_values_are_still_usable_where_needed() -> None:
     assert QdrantConnection(url="http://q:6333", api_key="k").api_key_value() == "k"
     env = NodeSettings(node="thanos", gpu_slot="gpu:thanos", cuda_visible_devices="0").env()
     assert env["SWARM_GPU_SLOT"] == "gpu:thanos" and env["CUDA_VISIBLE_DEVICES"] == "0"
-    assert "SWARM_GPU_SLOT" not in NodeSettings(node="oracle").env()
+    assert NodeSettings(node="oracle").env() == {"SWARM_NODE": "oracle"}  # unset: the worker's env decides
+    starlord = NodeSettings(node="starlord", parse_workers=0, extra_env={"VLLM_WORKER_MULTIPROC_METHOD": "spawn"})
+    assert starlord.env() == {
+        "SWARM_NODE": "starlord",
+        "SWARM_PARSE_WORKERS": "0",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+    for base_url in ("http://oracle:4000/v1", "http://oracle:4000/v1/", "http://oracle:4000"):
+        assert OpenAICompatibleEndpoint(base_url=base_url).server_url() == "http://oracle:4000"
 
 
 class _Standard(BlockStandardTestSuite):
