@@ -8,7 +8,7 @@ unknown name fails the run before any work.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -60,9 +60,27 @@ def resolve_postgres_url(block_name: str | None, url: str | None, parameter: str
     return block.connection_url() if block else url
 
 
-def resolve_ledger_url(ledger_block: str | None, url: str | None, default: Callable[[], str]) -> str:
-    """Where a flow's ledger is: the ``ledger_block``, else ``url``, else ``default()``."""
-    return resolve_postgres_url(ledger_block, url, "ledger_block") or default()
+def data_dir() -> Path:
+    """Home of a node's embedded defaults and reports: SWARM_DATA_DIR, else ~/.swarm (as in the RAG config)."""
+    return Path(os.environ.get("SWARM_DATA_DIR") or Path.home() / ".swarm")
+
+
+def resolve_ledger_url(ledger_block: str | None, url: str | None) -> str:
+    """Where a flow's ledger is: its ``ledger_block`` or ``ledger_url`` parameter, else the node's
+    SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``data_dir()``."""
+    if ledger_block:
+        return _ledger_block_url(ledger_block, "ledger_block")
+    if url:
+        return url
+    if node_block := os.environ.get("SWARM_LEDGER_BLOCK"):
+        return _ledger_block_url(node_block, "SWARM_LEDGER_BLOCK")
+    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{data_dir() / 'ledger.db'}"
+
+
+def _ledger_block_url(name: str, setting: str) -> str:
+    block = load_block(PostgresLedger, name, setting)
+    assert block is not None  # a non-empty name loads a block or raises
+    return block.connection_url()
 
 
 def resolve_qdrant(

@@ -13,7 +13,6 @@ A file with duplicate custom_ids is refused before anything is sent.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +30,6 @@ from flows.inference.routing import choose_endpoint
 from flows.inference.runner import BatchStats, run_batch
 
 GPU_SLOT = "gpu:starlord"
-
-
-def default_ledger_url() -> str:
-    data_dir = Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
-    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{data_dir / 'ledger.db'}"
 
 
 def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: BatchStats, output: str) -> str:
@@ -102,7 +96,7 @@ def batch_inference(
         raise ConfigError("output_path must differ from input_path")
     primary = resolve_endpoint(endpoint_block, "endpoint_block", base_url, api_key_env)
     fallback = resolve_endpoint(fallback_block, "fallback_block", fallback_url, fallback_api_key_env)
-    ledger = resolve_ledger_url(ledger_block, ledger_url, default_ledger_url)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     items = read_input(inp)  # refuses duplicates before any job row or request
     db = open_ledger(ledger)
     job_id = f"batch-{uuid.uuid4().hex[:12]}"

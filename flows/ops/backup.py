@@ -43,7 +43,6 @@ from flows.ops.backup_catalog import (
     finish_file,
 )
 from flows.ops.backup_redis import dump_rdb, redis_target, verify_rdb
-from flows.ops.health import default_ledger_url
 from flows.ops.retention import BackupRecord, Policy, plan_retention
 
 Work = Callable[[Path], str]  # writes the file, verifies it, returns a one-line summary
@@ -191,7 +190,7 @@ def backup(
     if redis := load_block(RedisServer, redis_block, "redis_block"):
         redis_url, redis_password = redis.url, redis.password_value()
     qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
-    ledger = resolve_ledger_url(ledger_block, ledger_url, default_ledger_url)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     root = Path(backup_dir)
     root.mkdir(parents=True, exist_ok=True)
     entries: list[CatalogEntry] = []

@@ -39,10 +39,6 @@ from flows.ops.probes import DEFAULT_TIMEOUT_S, HealthRow, skipped, sweep, to_ro
 T = TypeVar("T")
 
 
-def default_ledger_url() -> str:
-    return os.environ.get("SWARM_LEDGER_URL", "sqlite:///.data/ledger.db")
-
-
 def this_node() -> str:
     return os.environ.get("SWARM_NODE", "oracle")
 
@@ -143,7 +139,7 @@ def health(
     if down_after < 1:
         raise ConfigError(f"down_after must be at least 1, got {down_after}")
     logger = get_run_logger()
-    ledger = resolve_ledger_url(ledger_block, ledger_url, default_ledger_url)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     Database(ledger)  # a malformed URL is a bad parameter: fail before probing anything
     services = load_inventory(Path(inventory) if isinstance(inventory, str) else inventory)
     start = time.perf_counter()

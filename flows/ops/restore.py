@@ -22,7 +22,6 @@ from flows.common.errors import ConfigError
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, sha256_file
-from flows.ops.health import default_ledger_url
 
 
 def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
@@ -60,7 +59,7 @@ def restore(
     ``qdrant_url``/``qdrant_path``/``qdrant_api_key``, ``ledger_block`` (PostgresLedger) over ``ledger_url``."""
     dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block") or postgres_dsn
     qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
-    ledger = resolve_ledger_url(ledger_block, ledger_url, default_ledger_url)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     entry = checked_entry(Catalog(Database(ledger)), backup_id)
     path = Path(entry.location)
     name = target or entry.target

@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks.llm import OpenAICompatibleEndpoint
 from blocks.searxng import SearxngServer
-from flows.common.blocks import load_block, resolve_ledger_url
+from flows.common.blocks import data_dir, load_block, resolve_ledger_url
 from flows.common.errors import SwarmError
 from flows.research.local_context import retrieve_local_context, write_context_files
 from flows.research.reports import (
@@ -40,14 +40,6 @@ from flows.research.reports import (
     slugify,
     summary_markdown,
 )
-
-
-def _data_dir() -> Path:
-    return Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
-
-
-def default_ledger_url() -> str:
-    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{_data_dir() / 'ledger.db'}"
 
 
 @flow(name="research", log_prints=True)
@@ -90,7 +82,7 @@ def research(
         embedding_model = llm.embedding_model or embedding_model
     if searx := load_block(SearxngServer, searxng_block, "searxng_block"):
         searx_url = searx.url
-    ledger = resolve_ledger_url(ledger_block, ledger_url, default_ledger_url)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     python = check_interpreter(gptr_python or os.environ.get("SWARM_GPTR_PYTHON"))
     settings = ResearchSettings(
         llm_base_url=llm_base_url,
@@ -107,7 +99,7 @@ def research(
         timeout_s=timeout_s,
     )
     db = open_ledger(ledger)
-    out_dir = Path(output_dir) if output_dir else _data_dir() / "research"
+    out_dir = Path(output_dir) if output_dir else data_dir() / "research"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"research-{uuid.uuid4().hex[:10]}"
     local: dict[str, list[dict]] = {}

@@ -123,3 +123,26 @@ class TestGoogleDriveCredentials(_Standard):
     @pytest.fixture
     def block(self) -> type[Block]:
         return GoogleDriveCredentials
+
+
+def test_a_flow_finds_its_ledger_parameters_first_then_the_node_settings_then_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from flows.common.blocks import resolve_ledger_url
+    from flows.common.errors import ConfigError
+
+    PostgresLedger(url="postgresql://swarm@oracle:5432/param", password="pw").save("ledger-param", overwrite=True)
+    PostgresLedger(url="postgresql://swarm@oracle:5432/node").save("ledger-node", overwrite=True)
+    monkeypatch.setenv("SWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SWARM_LEDGER_BLOCK", raising=False)
+    monkeypatch.delenv("SWARM_LEDGER_URL", raising=False)
+    assert resolve_ledger_url(None, None) == f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("SWARM_LEDGER_URL", "postgresql://postgres@127.0.0.1/env")
+    assert resolve_ledger_url(None, None) == "postgresql://postgres@127.0.0.1/env"
+    monkeypatch.setenv("SWARM_LEDGER_BLOCK", "ledger-node")
+    assert resolve_ledger_url(None, None) == "postgresql://swarm@oracle:5432/node"
+    assert resolve_ledger_url(None, "sqlite:///given.db") == "sqlite:///given.db"
+    assert resolve_ledger_url("ledger-param", "sqlite:///given.db") == "postgresql://swarm:pw@oracle:5432/param"
+    monkeypatch.setenv("SWARM_LEDGER_BLOCK", "no-such-ledger")
+    with pytest.raises(ConfigError, match="SWARM_LEDGER_BLOCK: no PostgresLedger block named 'no-such-ledger'"):
+        resolve_ledger_url(None, None)
