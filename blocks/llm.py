@@ -21,10 +21,17 @@ class OpenAICompatibleEndpoint(Block):
     _block_type_name = "Swarm OpenAI-compatible Endpoint"
     _documentation_url = "https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html"  # type: ignore[assignment]
 
-    base_url: str = Field(description="Base URL including /v1, e.g. http://oracle:4000/v1.")
+    base_url: str = Field(
+        description="Base URL including /v1, e.g. http://oracle:4000/v1 (the batch flow strips the /v1)."
+    )
     api_key: SecretStr | None = Field(default=None, description="Bearer token (hidden in the UI and logs).")
     chat_model: str = Field(default="default", description="Model name for chat and completions.")
     embedding_model: str | None = Field(default=None, description="Model name for embeddings, if served.")
 
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None
+
+    def server_url(self) -> str:
+        """The server's root: ``base_url`` without a trailing ``/v1``. vLLM's ``/health`` lives there, and
+        the ``url`` of every OpenAI Batch line (``/v1/chat/completions``) is relative to it."""
+        return self.base_url.rstrip("/").removesuffix("/v1")

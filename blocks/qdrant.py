@@ -9,8 +9,8 @@ from pydantic import Field, SecretStr
 class QdrantConnection(Block):
     """Where the RAG vectors live: a Qdrant server URL, its API key and the collection alias readers query.
 
-    Flows take the block's name (``qdrant_block`` in the RAG config, or ``SWARM_QDRANT_BLOCK`` on a node);
-    without one they use ``qdrant_url`` or the embedded Qdrant under the data dir.
+    Flows take the block's name (``qdrant_block`` of the RAG config, of backup and of restore, or
+    ``SWARM_QDRANT_BLOCK`` on a node); without one they use ``qdrant_url`` or the embedded Qdrant.
 
     Example:
         ```python

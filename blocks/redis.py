@@ -23,3 +23,6 @@ class RedisServer(Block):
 
     url: str = Field(description="redis://host:6379/0, without a password.")
     password: SecretStr | None = Field(default=None, description="AUTH password (hidden in the UI and logs).")
+
+    def password_value(self) -> str | None:
+        return self.password.get_secret_value() if self.password else None

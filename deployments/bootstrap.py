@@ -3,13 +3,19 @@
     PREFECT_API_URL=http://oracle:4200/api python -m deployments.bootstrap
 
 1. registers the block types of ``blocks/`` (what ``prefect block register -m blocks`` does);
-2. creates or updates the process work pools ``oracle``, ``starlord``, ``thanos`` from
-   ``deployments/work-pools/<pool>.json`` (description, pool concurrency, env defaults of every run);
-3. creates the global concurrency limits ``gpu:starlord`` and ``gpu:thanos`` (one slot each) or resets
+2. saves a ``NodeSettings`` block ``node-<pool>`` for each node from the ``node`` values of
+   ``deployments/work-pools/<pool>.json``, only when it is missing: a block edited in the UI is kept, and is
+   from then on the source of truth for that node;
+3. creates or updates the process work pools ``oracle``, ``starlord``, ``thanos`` (description and pool
+   concurrency from the same JSON), whose base job template's ``env`` (the defaults of every run on the
+   pool) is the ``env()`` of the saved ``node-<pool>`` block: edit the block, re-run, and the pool follows;
+4. creates the global concurrency limits ``gpu:starlord`` and ``gpu:thanos`` (one slot each) or resets
    their limit to one;
-4. creates the notification block ``swarm-alerts`` (a webhook to ``SWARM_ALERT_WEBHOOK_URL``) if missing,
+5. creates the notification block ``swarm-alerts`` (a webhook to ``SWARM_ALERT_WEBHOOK_URL``) if missing,
    and creates or replaces the automations of ``deployments/automations/*.yaml`` by name.
-Then deploy with ``prefect --no-prompt deploy --all``.
+Service blocks (PostgresLedger, QdrantConnection, RedisServer, OpenAICompatibleEndpoint, SearxngServer) hold
+credentials this command cannot know: save them yourself (README) and name them in the flows' ``*_block``
+parameters. Then deploy with ``prefect --no-prompt deploy --all``.
 """
 
 from __future__ import annotations
@@ -45,12 +51,29 @@ def register_blocks() -> list[str]:
     return names
 
 
-def pool_template(settings: dict[str, Any]) -> dict[str, Any]:
+def node_block_name(pool: str) -> str:
+    return f"node-{pool}"
+
+
+def ensure_node_block(pool: str, values: dict[str, Any]) -> Any:
+    """The saved ``node-<pool>`` block; saved from ``values`` only when missing (an edited block is kept)."""
+    from blocks.node import NodeSettings
+    from flows.common.blocks import find_block
+
+    name = node_block_name(pool)
+    block = find_block(NodeSettings, name)
+    if block is None:
+        block = NodeSettings(**values)
+        block.save(name)
+    return block
+
+
+def pool_template(env: dict[str, str]) -> dict[str, Any]:
     """Prefect's process-worker template with this node's env as the default of every run's ``env``."""
     from prefect.workers.process import ProcessWorker
 
     template = copy.deepcopy(ProcessWorker.get_default_base_job_template())
-    template["variables"]["properties"]["env"]["default"] = dict(settings.get("env", {}))
+    template["variables"]["properties"]["env"]["default"] = dict(env)
     return template
 
 
@@ -59,12 +82,13 @@ def ensure_pools(client: Any, pool_dir: Path) -> list[str]:
 
     for pool in POOLS:
         settings = json.loads((pool_dir / f"{pool}.json").read_text())
+        node = ensure_node_block(pool, settings["node"])
         client.create_work_pool(
             WorkPoolCreate(
                 name=pool,
                 type="process",
                 description=settings.get("description"),
-                base_job_template=pool_template(settings),
+                base_job_template=pool_template(node.env()),
                 concurrency_limit=settings.get("concurrency_limit"),
             ),
             overwrite=True,
@@ -91,9 +115,10 @@ def ensure_alert_block() -> str:
     """The webhook the automations notify through; an existing block (edited in the UI) is kept as is."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    try:
-        block = CustomWebhookNotificationBlock.load(ALERT_BLOCK)
-    except ValueError:
+    from flows.common.blocks import find_block
+
+    block = find_block(CustomWebhookNotificationBlock, ALERT_BLOCK)
+    if block is None:
         url = os.environ.get("SWARM_ALERT_WEBHOOK_URL", "http://127.0.0.1:9093/swarm-alerts")
         block = CustomWebhookNotificationBlock(
             name=ALERT_BLOCK, url=url, json_data={"title": "{{subject}}", "text": "{{body}}"}
@@ -148,6 +173,7 @@ def bootstrap(folder: Path = HERE) -> dict[str, list[str]]:
     done: dict[str, list[str]] = {"blocks": register_blocks()}
     with get_client(sync_client=True) as client:
         done["work_pools"] = ensure_pools(client, folder / "work-pools")
+        done["node_blocks"] = [node_block_name(pool) for pool in done["work_pools"]]
         done["concurrency_limits"] = ensure_gpu_limits(client)
         done["automations"] = ensure_automations(client, folder / "automations")
     return done

@@ -13,7 +13,6 @@ A file with duplicate custom_ids is refused before anything is sent.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -21,19 +20,16 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
+from flows.common.blocks import resolve_ledger_url
 from flows.common.errors import ConfigError, SwarmError
 from flows.inference.batch_io import read_input
+from flows.inference.endpoints import resolve_endpoint
 from flows.inference.engines import Engine, HttpEngine, HttpSettings, VllmEngine, health_check
 from flows.inference.ledger import finish_job, open_ledger, start_job
 from flows.inference.routing import choose_endpoint
 from flows.inference.runner import BatchStats, run_batch
 
 GPU_SLOT = "gpu:starlord"
-
-
-def default_ledger_url() -> str:
-    data_dir = Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
-    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{data_dir / 'ledger.db'}"
 
 
 def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: BatchStats, output: str) -> str:
@@ -84,14 +80,25 @@ def batch_inference(
     vllm_kwargs: dict[str, Any] | None = None,
     progress_every: int = 100,
     ledger_url: str | None = None,
+    endpoint_block: str | None = None,
+    fallback_block: str | None = None,
+    ledger_block: str | None = None,
 ) -> dict[str, Any]:
-    """Run the batch; returns the counts. ``model`` fills bodies that name none (and is the vLLM model)."""
+    """Run the batch; returns the counts. ``model`` fills bodies that name none (and is the vLLM model).
+
+    ``endpoint_block`` / ``fallback_block`` name saved OpenAICompatibleEndpoint blocks that win over
+    ``base_url`` + ``api_key_env`` / ``fallback_url`` + ``fallback_api_key_env``; the chat_model of the one
+    the run starts on is the default ``model`` (engine http). ``ledger_block`` (PostgresLedger) wins over
+    ``ledger_url``."""
     logger = get_run_logger()
     inp, out = Path(input_path), Path(output_path)
     if inp.resolve() == out.resolve():
         raise ConfigError("output_path must differ from input_path")
+    primary = resolve_endpoint(endpoint_block, "endpoint_block", base_url, api_key_env)
+    fallback = resolve_endpoint(fallback_block, "fallback_block", fallback_url, fallback_api_key_env)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     items = read_input(inp)  # refuses duplicates before any job row or request
-    db = open_ledger(ledger_url or default_ledger_url())
+    db = open_ledger(ledger)
     job_id = f"batch-{uuid.uuid4().hex[:12]}"
     start_job(db, job_id, str(inp), str(out), engine)
     stats = BatchStats(total=len(items))
@@ -118,40 +125,43 @@ def batch_inference(
             with gpu_slot(GPU_SLOT, occupy=1, strict=True):
                 stats = run_batch(inp, out, vllm_engine, chunk_size, on_progress, items=items)
         elif engine == "http":
+            if primary is None:
+                raise ConfigError("engine 'http' needs base_url or endpoint_block")
             endpoint = choose_endpoint(
-                base_url,
-                fallback_url,
+                primary.url,
+                fallback.url if fallback else None,
                 lambda url: health_check(url, health_path),
                 on_primary_down,
                 max_wait_s,
                 poll_s,
             )
-            if endpoint != base_url:
-                logger.warning("%s is down; routing the batch to the gateway %s", base_url, endpoint)
-            key_env = api_key_env if endpoint == base_url else fallback_api_key_env
-            fail_over = on_primary_down == "fallback" and endpoint == base_url and fallback_url
+            used = primary if endpoint == primary.url else fallback
+            assert used is not None  # choose_endpoint returns one of the two URLs
+            if used is not primary:
+                logger.warning("%s is down; routing the batch to the gateway %s", primary.url, endpoint)
+            fail_over = fallback if on_primary_down == "fallback" and used is primary else None
             settings = HttpSettings(
                 base_url=endpoint,
-                api_key=os.environ.get(key_env) if key_env else None,
-                model=model,
+                api_key=used.api_key,
+                model=model or used.model,
                 concurrency=concurrency,
                 timeout_s=timeout_s,
                 max_retries=max_retries,
                 requests_per_minute=requests_per_minute,
                 tokens_per_hour=tokens_per_hour,
-                fallback_base_url=fallback_url if fail_over else None,
-                fallback_api_key=os.environ.get(fallback_api_key_env) if fail_over and fallback_api_key_env else None,
+                fallback_base_url=fail_over.url if fail_over else None,
+                fallback_api_key=fail_over.api_key if fail_over else None,
             )
             http_engine = HttpEngine(settings)
             stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items=items)
-            if http_engine.failed_over:
+            if http_engine.failed_over and fallback is not None:
                 logger.warning(
                     "%s failed mid-run; %d requests went to the gateway %s",
-                    base_url,
+                    primary.url,
                     http_engine.fallback_requests,
-                    fallback_url,
+                    fallback.url,
                 )
-                endpoint = f"{base_url} -> {fallback_url}"
+                endpoint = f"{primary.url} -> {fallback.url}"
         else:
             raise ConfigError(f"engine must be 'http' or 'vllm', got {engine!r}")
     except SwarmError as exc:

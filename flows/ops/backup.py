@@ -13,7 +13,6 @@ timestamped backups.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -27,6 +26,8 @@ from prefect.events import emit_event
 from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
+from blocks.redis import RedisServer
+from flows.common.blocks import load_block, resolve_ledger_url, resolve_postgres_url, resolve_qdrant
 from flows.common.db import Database
 from flows.common.errors import ConfigError
 from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED, backup_resource_id
@@ -41,8 +42,7 @@ from flows.ops.backup_catalog import (
     check_free_space,
     finish_file,
 )
-from flows.ops.backup_redis import dump_rdb, verify_rdb
-from flows.ops.health import default_ledger_url
+from flows.ops.backup_redis import dump_rdb, redis_target, verify_rdb
 from flows.ops.retention import BackupRecord, Policy, plan_retention
 
 Work = Callable[[Path], str]  # writes the file, verifies it, returns a one-line summary
@@ -84,10 +84,10 @@ def globals_work(dsn: str) -> Work:
     return work
 
 
-def redis_work(url: str, root: Path, min_free: int) -> Work:
+def redis_work(url: str, root: Path, min_free: int, password: str | None = None) -> Work:
     def work(path: Path) -> str:
         check_free_space(root, 0, min_free)
-        dump_rdb(url, path)
+        dump_rdb(url, path, password=password)
         return verify_rdb(path)
 
     return work
@@ -171,15 +171,28 @@ def backup(
     keep_monthly: int = 6,
     min_free_bytes: int = 2**30,
     ledger_url: str | None = None,
+    postgres_block: str | None = None,
+    redis_block: str | None = None,
+    qdrant_block: str | None = None,
+    ledger_block: str | None = None,
 ) -> dict[str, Any]:
-    """Back up every configured store, verify each backup, apply retention; fail loudly if any failed."""
+    """Back up every configured store, verify each backup, apply retention; fail loudly if any failed.
+
+    Each ``*_block`` names a saved block that wins over the plain parameters it stands for: ``postgres_block``
+    (PostgresLedger) over ``postgres_dsn``, ``redis_block`` (RedisServer) over ``redis_url``, ``qdrant_block``
+    (QdrantConnection, a server) over ``qdrant_url``/``qdrant_path``/``qdrant_api_key``, ``ledger_block``
+    (PostgresLedger) over ``ledger_url``."""
     if qdrant_mode not in ("snapshot", "export"):
         raise ConfigError(f"qdrant_mode must be 'snapshot' or 'export', got {qdrant_mode!r}")
     policy = Policy(keep_daily, keep_weekly, keep_monthly)
-    ledger = ledger_url or default_ledger_url()
+    postgres_dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block")
+    redis_password = None
+    if redis := load_block(RedisServer, redis_block, "redis_block"):
+        redis_url, redis_password = redis.url, redis.password_value()
+    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     root = Path(backup_dir)
     root.mkdir(parents=True, exist_ok=True)
-    api_key = qdrant_api_key.get_secret_value() if qdrant_api_key else os.environ.get("QDRANT_API_KEY")
     entries: list[CatalogEntry] = []
 
     def go(kind: str, target: str, ext: str, work: Work) -> None:
@@ -204,8 +217,7 @@ def backup(
         if include_globals:
             go("postgres-globals", pg.base_database_of(postgres_dsn), "sql", globals_work(postgres_dsn))
     if redis_url:
-        go("redis", redis_url.split("://")[-1].split("/")[0].replace(":", "-"), "rdb",
-           redis_work(redis_url, root, min_free_bytes))  # fmt: skip
+        go("redis", redis_target(redis_url), "rdb", redis_work(redis_url, root, min_free_bytes, redis_password))
     if qdrant_path or qdrant_url:
         for client in listed("qdrant", lambda: [qdrant_client(qdrant_url, qdrant_path, api_key)]):
             try:

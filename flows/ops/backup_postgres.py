@@ -9,6 +9,7 @@ database is dropped afterwards whatever happens.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,16 @@ COUNT_TABLES = (
 
 def dsn_for(base_dsn: str, dbname: str) -> str:
     return make_conninfo(base_dsn, dbname=dbname)
+
+
+def tool_conninfo(dsn: str) -> tuple[str, dict[str, str] | None]:
+    """``dsn`` for a client tool's command line without its password, and the environment that carries the
+    password instead (``PGPASSWORD``): a command line is readable by every user of the node (``ps``)."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    if not password:
+        return dsn, None
+    return make_conninfo(**params), {**os.environ, "PGPASSWORD": str(password)}
 
 
 def list_databases(base_dsn: str) -> list[str]:
@@ -60,14 +71,17 @@ def dump_database(base_dsn: str, dbname: str, dest: Path) -> dict[str, int]:
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
             counts = table_counts(conn)
             # The transaction stays open while pg_dump reads the same snapshot.
-            run_tool(["pg_dump", "-Fc", f"--snapshot={snapshot}", "-f", str(dest), "--dbname", dsn], "pg_dump")
+            conninfo, env = tool_conninfo(dsn)
+            args = ["pg_dump", "-Fc", f"--snapshot={snapshot}", "-f", str(dest), "--dbname", conninfo]
+            run_tool(args, "pg_dump", env=env)
     except psycopg.Error as exc:
         raise BackupFailed(f"cannot read database {dbname}: {str(exc).strip().splitlines()[-1]}") from exc
     return counts
 
 
 def dump_globals(base_dsn: str, dest: Path) -> None:
-    run_tool(["pg_dumpall", "--globals-only", "-f", str(dest), "--dbname", base_dsn], "pg_dumpall")
+    conninfo, env = tool_conninfo(base_dsn)
+    run_tool(["pg_dumpall", "--globals-only", "-f", str(dest), "--dbname", conninfo], "pg_dumpall", env=env)
     verify_globals(dest)
 
 
@@ -102,11 +116,12 @@ def drop_database(base_dsn: str, dbname: str) -> None:
 
 
 def pg_restore_into(path: Path, base_dsn: str, dbname: str) -> None:
+    conninfo, env = tool_conninfo(dsn_for(base_dsn, dbname))
     run_tool(
-        ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error",
-         "--dbname", dsn_for(base_dsn, dbname), str(path)],
+        ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", conninfo, str(path)],
         f"pg_restore into {dbname}",
-    )  # fmt: skip
+        env=env,
+    )
 
 
 def verify_dump(path: Path, base_dsn: str, expected: dict[str, int]) -> str:

@@ -14,14 +14,22 @@ from urllib.parse import unquote, urlsplit
 from flows.ops.backup_catalog import BackupFailed, run_tool
 
 
-def dump_rdb(url: str, dest: Path, timeout_s: float = 1800) -> None:
+def redis_target(url: str) -> str:
+    """The catalog's name for a Redis server: host and port only, never the credentials a URL may hold."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}-{parts.port or 6379}"
+
+
+def dump_rdb(url: str, dest: Path, timeout_s: float = 1800, password: str | None = None) -> None:
+    """``password`` (a RedisServer block's) wins over one in the URL."""
     parts = urlsplit(url)
     args = ["redis-cli", "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379)]
     env = dict(os.environ)
     if parts.username:
         args += ["--user", unquote(parts.username)]
-    if parts.password:
-        env["REDISCLI_AUTH"] = unquote(parts.password)  # not on the command line, where ps shows it
+    if password or parts.password:
+        # not on the command line, where ps shows it
+        env["REDISCLI_AUTH"] = password or unquote(parts.password or "")
     run_tool([*args, "--rdb", str(dest)], "redis-cli --rdb", timeout_s, env)
     verify_rdb(dest)
 

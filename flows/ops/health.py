@@ -27,6 +27,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from flows.common.blocks import resolve_ledger_url
 from flows.common.db import Database, utc_now
 from flows.common.errors import ConfigError, ServiceUnavailable
 from flows.common.events import service_resource_id
@@ -36,10 +37,6 @@ from flows.ops.judges import DEGRADED, DOWN, UP
 from flows.ops.probes import DEFAULT_TIMEOUT_S, HealthRow, skipped, sweep, to_rows
 
 T = TypeVar("T")
-
-
-def default_ledger_url() -> str:
-    return os.environ.get("SWARM_LEDGER_URL", "sqlite:///.data/ledger.db")
 
 
 def this_node() -> str:
@@ -127,19 +124,22 @@ def health(
     local_node: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ledger_url: str | None = None,
+    ledger_block: str | None = None,
     textfile: str | None = None,
     pushgateway: str | None = None,
     down_after: int = 1,
     verify_tls: bool = True,
     state_file: str = ".data/health_state.json",
 ) -> dict[str, Any]:
-    """Probe every service, publish the table, metrics and state-change events; return a summary."""
+    """Probe every service, publish the table, metrics and state-change events; return a summary.
+
+    ``ledger_block`` names a saved PostgresLedger block; it wins over ``ledger_url``."""
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
     if down_after < 1:
         raise ConfigError(f"down_after must be at least 1, got {down_after}")
     logger = get_run_logger()
-    ledger = ledger_url or default_ledger_url()
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     Database(ledger)  # a malformed URL is a bad parameter: fail before probing anything
     services = load_inventory(Path(inventory) if isinstance(inventory, str) else inventory)
     start = time.perf_counter()

@@ -10,19 +10,18 @@ once ``overwrite=True`` is given (the target is replaced again).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
+from flows.common.blocks import resolve_ledger_url, resolve_postgres_url, resolve_qdrant
 from flows.common.db import Database
 from flows.common.errors import ConfigError
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, sha256_file
-from flows.ops.health import default_ledger_url
 
 
 def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
@@ -50,14 +49,22 @@ def restore(
     qdrant_path: str | None = None,
     qdrant_api_key: SecretStr | None = None,
     ledger_url: str | None = None,
+    postgres_block: str | None = None,
+    qdrant_block: str | None = None,
+    ledger_block: str | None = None,
 ) -> str:
-    """Put backup ``backup_id`` back into ``target`` (default: where it came from)."""
-    entry = checked_entry(Catalog(Database(ledger_url or default_ledger_url())), backup_id)
+    """Put backup ``backup_id`` back into ``target`` (default: where it came from).
+
+    ``postgres_block`` (PostgresLedger) wins over ``postgres_dsn``, ``qdrant_block`` (QdrantConnection) over
+    ``qdrant_url``/``qdrant_path``/``qdrant_api_key``, ``ledger_block`` (PostgresLedger) over ``ledger_url``."""
+    dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block") or postgres_dsn
+    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
+    entry = checked_entry(Catalog(Database(ledger)), backup_id)
     path = Path(entry.location)
     name = target or entry.target
-    api_key = qdrant_api_key.get_secret_value() if qdrant_api_key else os.environ.get("QDRANT_API_KEY")
     if entry.kind == "postgres":
-        message = pg.restore_database(path, postgres_dsn, name, overwrite)
+        message = pg.restore_database(path, dsn, name, overwrite)
     elif entry.kind == "qdrant-export":
         client = (
             QdrantClient(path=qdrant_path)

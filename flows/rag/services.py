@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from blocks.postgres import PostgresLedger
+from blocks.qdrant import QdrantConnection
+from flows.common.blocks import load_block
 from flows.common.db import Database
-from flows.common.errors import ConfigError
 from flows.rag.config import RagConfig
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
@@ -39,25 +41,12 @@ class RagServices:
         return spec.build(self.db)
 
 
-def _load_block(block_cls: Any, name: str, setting: str) -> Any:
-    try:
-        return block_cls.load(name)
-    except ValueError as exc:
-        raise ConfigError(f"{setting}: no {block_cls.__name__} block named {name!r} ({exc})") from None
-
-
 def resolve_blocks(config: RagConfig) -> RagConfig:
     """Fill the connection fields from the named blocks, if any (needs the Prefect API)."""
     update: dict[str, Any] = {}
-    if config.qdrant_block:
-        from blocks.qdrant import QdrantConnection
-
-        qdrant = _load_block(QdrantConnection, config.qdrant_block, "qdrant_block")
+    if qdrant := load_block(QdrantConnection, config.qdrant_block, "qdrant_block"):
         update |= {"qdrant_url": qdrant.url, "qdrant_api_key": qdrant.api_key, "collection": qdrant.collection}
-    if config.ledger_block:
-        from blocks.postgres import PostgresLedger
-
-        ledger = _load_block(PostgresLedger, config.ledger_block, "ledger_block")
+    if ledger := load_block(PostgresLedger, config.ledger_block, "ledger_block"):
         update["ledger_url"] = ledger.connection_url()
     return config.model_copy(update=update) if update else config
 

@@ -23,6 +23,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.llm import OpenAICompatibleEndpoint
+from blocks.searxng import SearxngServer
+from flows.common.blocks import data_dir, load_block, resolve_ledger_url
 from flows.common.errors import SwarmError
 from flows.research.local_context import retrieve_local_context, write_context_files
 from flows.research.reports import (
@@ -37,10 +40,6 @@ from flows.research.reports import (
     slugify,
     summary_markdown,
 )
-
-
-def _data_dir() -> Path:
-    return Path(os.environ.get("SWARM_DATA_DIR", Path.home() / ".swarm"))
 
 
 @flow(name="research", log_prints=True)
@@ -64,13 +63,26 @@ def research(
     ledger_url: str | None = None,
     local_context_k: int = 6,
     rag_config: dict[str, Any] | None = None,
+    llm_block: str | None = None,
+    searxng_block: str | None = None,
+    ledger_block: str | None = None,
 ) -> dict[str, Any]:
     """Research each query; returns per-query status, file and cost. Model names are the gateway's.
 
     ``local_context_k`` > 0 adds that many chunks of the project's own collection (``rag_config``: RagConfig
-    overrides, else the node's SWARM_* settings) to each query's web research ("hybrid"); 0 is web only."""
+    overrides, else the node's SWARM_* settings) to each query's web research ("hybrid"); 0 is web only.
+    Saved blocks win over the plain parameters: ``llm_block`` (OpenAICompatibleEndpoint: base_url, api key,
+    chat_model as ``fast_llm``, embedding_model if set), ``searxng_block`` (SearxngServer: ``searx_url``),
+    ``ledger_block`` (PostgresLedger: ``ledger_url``)."""
     logger = get_run_logger()
     todo = normalise_queries(queries)
+    api_key = os.environ.get(llm_api_key_env) if llm_api_key_env else None
+    if llm := load_block(OpenAICompatibleEndpoint, llm_block, "llm_block"):
+        llm_base_url, api_key, fast_llm = llm.base_url, llm.api_key_value(), llm.chat_model
+        embedding_model = llm.embedding_model or embedding_model
+    if searx := load_block(SearxngServer, searxng_block, "searxng_block"):
+        searx_url = searx.url
+    ledger = resolve_ledger_url(ledger_block, ledger_url)
     python = check_interpreter(gptr_python or os.environ.get("SWARM_GPTR_PYTHON"))
     settings = ResearchSettings(
         llm_base_url=llm_base_url,
@@ -79,15 +91,15 @@ def research(
         smart_llm=smart_llm,
         strategic_llm=strategic_llm,
         embedding_model=embedding_model,
-        llm_api_key=os.environ.get(llm_api_key_env) if llm_api_key_env else None,
+        llm_api_key=api_key,
         report_type=report_type,
         max_iterations=max_iterations,
         max_subtopics=max_subtopics,
         total_words=total_words,
         timeout_s=timeout_s,
     )
-    db = open_ledger(ledger_url or os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{_data_dir() / 'ledger.db'}")
-    out_dir = Path(output_dir) if output_dir else _data_dir() / "research"
+    db = open_ledger(ledger)
+    out_dir = Path(output_dir) if output_dir else data_dir() / "research"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"research-{uuid.uuid4().hex[:10]}"
     local: dict[str, list[dict]] = {}

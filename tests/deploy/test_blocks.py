@@ -67,7 +67,15 @@ def test_secret_values_are_still_usable_where_needed() -> None:
     assert QdrantConnection(url="http://q:6333", api_key="k").api_key_value() == "k"
     env = NodeSettings(node="thanos", gpu_slot="gpu:thanos", cuda_visible_devices="0").env()
     assert env["SWARM_GPU_SLOT"] == "gpu:thanos" and env["CUDA_VISIBLE_DEVICES"] == "0"
-    assert "SWARM_GPU_SLOT" not in NodeSettings(node="oracle").env()
+    assert NodeSettings(node="oracle").env() == {"SWARM_NODE": "oracle"}  # unset: the worker's env decides
+    starlord = NodeSettings(node="starlord", parse_workers=0, extra_env={"VLLM_WORKER_MULTIPROC_METHOD": "spawn"})
+    assert starlord.env() == {
+        "SWARM_NODE": "starlord",
+        "SWARM_PARSE_WORKERS": "0",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+    for base_url in ("http://oracle:4000/v1", "http://oracle:4000/v1/", "http://oracle:4000"):
+        assert OpenAICompatibleEndpoint(base_url=base_url).server_url() == "http://oracle:4000"
 
 
 class _Standard(BlockStandardTestSuite):
@@ -115,3 +123,26 @@ class TestGoogleDriveCredentials(_Standard):
     @pytest.fixture
     def block(self) -> type[Block]:
         return GoogleDriveCredentials
+
+
+def test_a_flow_finds_its_ledger_parameters_first_then_the_node_settings_then_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from flows.common.blocks import resolve_ledger_url
+    from flows.common.errors import ConfigError
+
+    PostgresLedger(url="postgresql://swarm@oracle:5432/param", password="pw").save("ledger-param", overwrite=True)
+    PostgresLedger(url="postgresql://swarm@oracle:5432/node").save("ledger-node", overwrite=True)
+    monkeypatch.setenv("SWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SWARM_LEDGER_BLOCK", raising=False)
+    monkeypatch.delenv("SWARM_LEDGER_URL", raising=False)
+    assert resolve_ledger_url(None, None) == f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("SWARM_LEDGER_URL", "postgresql://postgres@127.0.0.1/env")
+    assert resolve_ledger_url(None, None) == "postgresql://postgres@127.0.0.1/env"
+    monkeypatch.setenv("SWARM_LEDGER_BLOCK", "ledger-node")
+    assert resolve_ledger_url(None, None) == "postgresql://swarm@oracle:5432/node"
+    assert resolve_ledger_url(None, "sqlite:///given.db") == "sqlite:///given.db"
+    assert resolve_ledger_url("ledger-param", "sqlite:///given.db") == "postgresql://swarm:pw@oracle:5432/param"
+    monkeypatch.setenv("SWARM_LEDGER_BLOCK", "no-such-ledger")
+    with pytest.raises(ConfigError, match="SWARM_LEDGER_BLOCK: no PostgresLedger block named 'no-such-ledger'"):
+        resolve_ledger_url(None, None)

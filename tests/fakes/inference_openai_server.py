@@ -5,7 +5,7 @@ GET /v1/models, /health.
 Faults for tests: ``faults`` is a queue of per-request injections ("500", "429", "slow") consumed by the
 next POSTs; a prompt containing ``[fail400]``/``[fail500]`` always gets that status; ``down`` makes
 /health answer 503; ``delay_s`` (+ random ``jitter_s``) slows every POST.
-Every request body is recorded in ``requests``.
+Every request body is recorded in ``requests``, its Authorization header (or None) in ``auth``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class FakeOpenAIState:
         self.down = False
         self.fail_all: int | None = None  # answer every POST with this status (a sick server)
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.auth: list[str | None] = []
         self.lock = threading.Lock()
         self.url = ""
         # Optional: the assistant's answer for a chat request body (default: echo the last message).
@@ -119,6 +120,7 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 return
             with state.lock:
                 state.requests.append((self.path, body))
+                state.auth.append(self.headers.get("Authorization"))
             if state.delay_s or state.jitter_s:
                 time.sleep(state.delay_s + random.uniform(0, state.jitter_s))
             if state.fail_all:

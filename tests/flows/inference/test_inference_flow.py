@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from blocks import OpenAICompatibleEndpoint, PostgresLedger
 from flows.common.errors import ConfigError, ServiceUnavailable
 from flows.inference.batch_io import read_input
 from flows.inference.engines import VllmEngine
@@ -134,6 +135,56 @@ def test_flow_refuses_duplicates_before_sending_anything(tmp_path: Path) -> None
             )
         assert primary.requests == []
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_endpoint_block_gives_url_key_and_model_and_wins_over_the_plain_parameters(
+    tmp_path: Path, pg_ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "env-key-not-used")
+    PostgresLedger(url=pg_ledger_url, password="ledger-pw").save("batch-ledger", overwrite=True)
+    unused = tmp_path / "unused.db"
+    inp = write_batch(tmp_path / "in.jsonl", 4)
+    with run_fake_openai() as vllm:
+        # base_url with /v1 (what OpenAI clients want): the batch lines' /v1/... paths must not double it
+        block = OpenAICompatibleEndpoint(base_url=f"{vllm.url}/v1/", api_key="vllm-token", chat_model="blocky-model")
+        block.save("batch-vllm", overwrite=True)
+        result = batch_inference(
+            str(inp), str(tmp_path / "out.jsonl"), base_url="http://127.0.0.1:1", ledger_url=f"sqlite:///{unused}",
+            endpoint_block="batch-vllm", ledger_block="batch-ledger", max_wait_s=0.5, poll_s=0.1,
+        )  # fmt: skip
+        assert [path for path, _ in vllm.requests] == ["/v1/chat/completions"] * 4
+        assert {body["model"] for _, body in vllm.requests} == {"blocky-model"}
+        assert vllm.auth == ["Bearer vllm-token"] * 4
+    assert (result["ok"], result["endpoint"]) == (4, vllm.url)
+    job = get_job(open_ledger(pg_ledger_url), result["job_id"])  # the job row is in the block's database
+    assert job is not None and job["endpoint"] == vllm.url
+    assert not unused.exists()
+
+
+def test_a_fallback_block_takes_the_batch_with_its_own_key_and_model_when_vllm_is_down(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 3)
+    with run_fake_openai() as vllm, run_fake_openai() as litellm:
+        vllm.down = True
+        OpenAICompatibleEndpoint(base_url=f"{vllm.url}/v1", api_key="vllm-token").save("batch-down", overwrite=True)
+        gateway = OpenAICompatibleEndpoint(base_url=f"{litellm.url}/v1", api_key="gw-token", chat_model="gw-model")
+        gateway.save("batch-gateway", overwrite=True)
+        result = batch_inference(
+            str(inp), str(tmp_path / "out.jsonl"), endpoint_block="batch-down", fallback_block="batch-gateway",
+            on_primary_down="fallback", max_wait_s=0.3, poll_s=0.1, ledger_url=f"sqlite:///{tmp_path / 'l.db'}",
+        )  # fmt: skip
+        assert vllm.requests == [] and litellm.auth == ["Bearer gw-token"] * 3
+        assert {body["model"] for _, body in litellm.requests} == {"gw-model"}
+    assert (result["ok"], result["endpoint"]) == (3, litellm.url)
+
+
+@pytest.mark.parametrize("parameter", ["endpoint_block", "fallback_block"])
+def test_an_unknown_endpoint_block_fails_before_any_job_or_request(tmp_path: Path, parameter: str) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 1)
+    with pytest.raises(ConfigError, match=f"^{parameter}: no OpenAICompatibleEndpoint block named 'nope'"):
+        batch_inference(
+            str(inp), str(tmp_path / "o.jsonl"), ledger_url=f"sqlite:///{tmp_path}/l.db", **{parameter: "nope"}
+        )
+    assert not (tmp_path / "l.db").exists() and not (tmp_path / "o.jsonl").exists()
 
 
 def _vllm_importable() -> bool:

@@ -1,16 +1,22 @@
-"""Fixtures for the ops tests: a small source database in the local PostgreSQL, dropped afterwards."""
+"""Fixtures for the ops tests: a small source database in the local PostgreSQL, dropped afterwards, and a
+Redis server of its own that requires a password."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.e2e.cluster import free_port
 
 PG_ADMIN_URL = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -51,3 +57,27 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def auth_redis(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real Redis on a free port that refuses every command before AUTH; yields (url, password)."""
+    password = f"redis-pw-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password,
+            "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", password
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from prefect.artifacts import Artifact
 
+from blocks import PostgresLedger
+from flows.common.errors import ConfigError
 from flows.common.events import SERVICE_DOWN, SERVICE_RECOVERED
 from flows.ops import health as health_module
 from flows.ops.health import health
@@ -75,8 +79,6 @@ def test_health_flow_reports_down_once_and_recovery_once(tmp_path: Path, monkeyp
 
 
 def test_health_flow_rejects_bad_parameters(tmp_path: Path) -> None:
-    from flows.common.errors import ConfigError
-
     with pytest.raises(ConfigError, match="unknown kind"):
         health(inventory=[{"name": "x", "kind": "nope", "node": "oracle", "url": "http://x"}],
                ledger_url=f"sqlite:///{tmp_path / 'l.db'}")  # fmt: skip
@@ -98,3 +100,26 @@ def test_health_flow_keeps_alerting_when_the_ledger_is_down(tmp_path: Path, monk
     assert health(**params)["down"] == ["oracle.vault"]
     assert health(**params)["events"] == []  # the mirror file remembers the first alert
     assert sent == [SERVICE_DOWN]
+
+
+def test_a_ledger_block_wins_over_ledger_url_and_its_password_stays_out_of_the_logs(
+    tmp_path: Path, pg_ledger_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(health_module, "emit_event", lambda **_kw: None)
+    password = "health-ledger-pw-must-not-leak"
+    PostgresLedger(url=pg_ledger_url, password=password).save("health-ledger", overwrite=True)
+    params = {
+        "inventory": [{"name": "vault", "kind": "vault", "node": "oracle", "url": "http://127.0.0.1:1"}],
+        "ledger_url": f"sqlite:///{tmp_path / 'unused.db'}",
+        "textfile": str(tmp_path / "m.prom"),
+        "state_file": str(tmp_path / "state.json"),
+    }
+    with caplog.at_level(logging.INFO):
+        assert health(**params, ledger_block="health-ledger")["down"] == ["oracle.vault"]
+    with psycopg.connect(pg_ledger_url) as conn:  # the block's database holds the state
+        assert conn.execute("SELECT service_key, status FROM health_state").fetchall() == [("oracle.vault", "down")]
+    assert not (tmp_path / "unused.db").exists()
+    assert password not in caplog.text
+
+    with pytest.raises(ConfigError, match=r"^ledger_block: no PostgresLedger block named 'nope'"):
+        health(**params, ledger_block="nope")

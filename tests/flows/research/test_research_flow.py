@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from blocks import OpenAICompatibleEndpoint, PostgresLedger, SearxngServer
 from flows.common.errors import ConfigError
 from flows.research.gpt_researcher_run import research
 from flows.research.reports import open_ledger
@@ -92,6 +93,53 @@ def test_reports_are_stored_and_a_failed_query_does_not_stop_the_others(pg_ledge
 def test_without_gpt_researcher_the_flow_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gpt-researcher"):
         research("q", gptr_python=str(tmp_path / "missing-python"), ledger_url=f"sqlite:///{tmp_path}/l.db")
+
+
+@pytest.mark.parametrize(
+    ("parameter", "block_type"),
+    [("llm_block", "OpenAICompatibleEndpoint"), ("searxng_block", "SearxngServer"), ("ledger_block", "PostgresLedger")],
+)
+def test_an_unknown_block_fails_before_anything_runs(tmp_path: Path, parameter: str, block_type: str) -> None:
+    # the missing interpreter would be the next error: the block is checked first
+    with pytest.raises(ConfigError, match=f"^{parameter}: no {block_type} block named 'nope'"):
+        research("q", gptr_python=str(tmp_path / "missing-python"), **{parameter: "nope"})
+
+
+@needs_gptr
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline")
+def test_llm_searxng_and_ledger_blocks_win_over_the_plain_parameters(pg_ledger_url: str, tmp_path: Path) -> None:
+    unused = tmp_path / "unused.db"
+    with run_fake_openai() as llm, run_fake_searxng() as searx:
+        llm.chat_responder = answer
+        OpenAICompatibleEndpoint(
+            base_url=f"{llm.url}/v1", api_key="research-token", chat_model="block-chat", embedding_model="block-embed"
+        ).save("research-llm", overwrite=True)
+        SearxngServer(url=searx.url).save("research-searx", overwrite=True)
+        PostgresLedger(url=pg_ledger_url, password="research-ledger-pw").save("research-ledger", overwrite=True)
+        result = research(
+            "How do Prefect work pools route runs?",
+            llm_base_url="http://127.0.0.1:1/v1",
+            searx_url="http://127.0.0.1:1",
+            fast_llm="param-model",
+            llm_block="research-llm",
+            searxng_block="research-searx",
+            ledger_block="research-ledger",
+            max_iterations=1,
+            max_subtopics=1,
+            gptr_python=GPTR_PYTHON,
+            output_dir=str(tmp_path / "reports"),
+            ledger_url=f"sqlite:///{unused}",
+            timeout_s=60,
+            local_context_k=0,
+        )
+        assert "prefect work pool routing" in searx.queries  # searched through the block's SearXNG
+        assert llm.requests and set(llm.auth) == {"Bearer research-token"}
+        models = {body.get("model") for _, body in llm.requests}
+    assert "block-chat" in models and models <= {"block-chat", "block-embed"}
+    assert result["ok"] == 1 and not unused.exists()
+    with open_ledger(pg_ledger_url).connect() as conn:  # the report row is in the block's database
+        assert conn.execute("SELECT status FROM research_reports").fetchall() == [("completed",)]
 
 
 @needs_gptr
