@@ -9,4 +9,4 @@ export SWARM_GPTR_PYTHON="${SWARM_GPTR_PYTHON:-$PWD/.venv-gptr/bin/python}"
 ruff check .
 ruff format --check .
 # pytest exits 5 when it collected nothing; with `set -e` that fails the run, as it should.
-pytest -q -p no:cacheprovider "$@"
+pytest -q -p no:cacheprovider --durations=15 "$@"
