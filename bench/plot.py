@@ -1,4 +1,5 @@
-"""Draw docs/benchmarks.png from the bench/out/*.json files the bench scripts wrote (chunks/s per stage).
+"""Draw docs/benchmarks.png from the bench/out/*.json files the bench scripts wrote (chunks/s per stage:
+the CPU stages and whole ingests of this machine, and the GPU embed table where embed_cuda.json was fetched).
 
 .venv/bin/python bench/plot.py
 """
@@ -28,13 +29,19 @@ def bars() -> list[tuple[str, float]]:
         for side, label in (("ours", "whole ingest, ours (rag-sync)"), ("peer", "whole ingest, unstructured-ingest")):
             rates = sorted(r["chunks_per_s"] for r in full if r["side"] == side)
             result.append((label + " (median)", rates[len(rates) // 2]))
+    gpu = OUT / "embed_cuda.json"
+    if gpu.is_file():
+        measured = json.loads(gpu.read_text())
+        for row in measured["rows"]:
+            for way in ("stage", "encode", "forward"):
+                result.append((f"{way}, {row['model']} ({measured['device']})", row[way]))
     return result
 
 
 def main() -> None:
     data = bars()
     if not data:
-        raise SystemExit("no bench/out/*.json yet: run bench_stages.py and bench_peer.py first")
+        raise SystemExit("no bench/out/*.json yet: run bench_stages.py, bench_peer.py (and bench_embed_gpu.py) first")
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(data) + 1.2))
     labels, values = zip(*data, strict=True)
     ax.barh(range(len(data)), values, color="#4c72b0")
@@ -43,7 +50,7 @@ def main() -> None:
     for i, value in enumerate(values):
         ax.text(value, i, f" {value:.1f}", va="center")
     ax.set_xscale("log")  # stages span two orders of magnitude
-    ax.set_xlabel("chunks/s, log scale (CPU, 2 cores, shared machine)")
+    ax.set_xlabel("chunks/s, log scale (CPU rows: 2 shared cores; GPU rows: the device named)")
     ax.set_title("Ingest throughput per stage, python3.11-doc sample")
     fig.tight_layout()
     target = ROOT / "docs" / "benchmarks.png"
