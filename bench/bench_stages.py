@@ -46,11 +46,17 @@ def parse_all(pages: list[Path], spacy_pipeline: str) -> tuple[float, list[Any]]
     import spacy
     import unstructured.nlp.tokenize as unstructured_nlp
 
-    from flows.rag.parse import ChunkingOptions, configure_offline_parsing, load_light_spacy, parse_file
+    from flows.rag.parse import (
+        PACKAGED_SPACY_MODEL,
+        ChunkingOptions,
+        configure_offline_parsing,
+        load_light_spacy,
+        parse_file,
+    )
 
     configure_offline_parsing()
-    if spacy_pipeline == "full":
-        loader = lambda: spacy.load(unstructured_nlp._SPACY_MODEL_NAME, exclude=unstructured_nlp._SPACY_EXCLUDE)  # noqa: E731
+    if spacy_pipeline == "full":  # unstructured's own choice of components, from the packaged model
+        loader = lambda: spacy.load(PACKAGED_SPACY_MODEL, exclude=unstructured_nlp._SPACY_EXCLUDE)  # noqa: E731
     else:
         loader = load_light_spacy
     unstructured_nlp._load_spacy_model = loader
@@ -72,7 +78,7 @@ def parse_all(pages: list[Path], spacy_pipeline: str) -> tuple[float, list[Any]]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the embed stage's own for the device")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)
 

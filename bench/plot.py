@@ -50,7 +50,7 @@ def main() -> None:
     for i, value in enumerate(values):
         ax.text(value, i, f" {value:.1f}", va="center")
     ax.set_xscale("log")  # stages span two orders of magnitude
-    ax.set_xlabel("chunks/s, log scale (CPU rows: 2 shared cores; GPU rows: the device named)")
+    ax.set_xlabel("chunks/s, log scale (CPU: 2 cores; GPU: the device named)")
     ax.set_title("Ingest throughput per stage, python3.11-doc sample")
     fig.tight_layout()
     target = ROOT / "docs" / "benchmarks.png"

@@ -52,7 +52,9 @@ class RagConfig(BaseSettings):
     parse_timeout_s: float = Field(300.0, gt=0, description="A file that parses longer fails.")
     batch_files: int = Field(64, ge=1, le=10_000, description="Files per ingest batch.")
     parse_workers: int = Field(0, ge=0, le=64, description="Parser processes; 0: one per spare core.")
-    embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per forward pass.")
+    embed_batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Chunks per forward pass; unset: the device's best (flows/rag/embed.py)."
+    )
 
     _explicit: frozenset[str] = PrivateAttr(default=frozenset())
 

@@ -15,6 +15,11 @@ import numpy as np
 from flows.common.errors import ConfigError
 from flows.rag.model_files import load_tokenizer, offline_hub, resolve_model_dir
 
+# Chunks per forward pass when the config sets none, as measured (docs/benchmarks.md): a CPU is fastest with small
+# batches (less padding, activations stay in cache; 29 chunks/s at 8 against 19 at 64, and ~200 MB less peak);
+# a GPU needs large ones to stay busy (bench_embed_gpu.py's stage runs at 512).
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 512}
+
 
 class Embedder:
     def __init__(self, model: str, device: str = "auto") -> None:
@@ -41,9 +46,10 @@ class Embedder:
         self.tokenizer, self.window = load_tokenizer(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
-    def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+    def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:
         """Unit-length float32 vectors, in input order."""
         torch = self._torch
+        batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
         count = len(token_ids)
         if count == 0:
             return np.empty((0, self.dim), dtype=np.float32)
@@ -72,7 +78,7 @@ class Embedder:
         result[np.asarray(order)] = stacked
         return result
 
-    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """For queries and benchmarks: tokenize here (truncating at the window), then embed."""
         encodings = self.tokenizer.encode_batch(list(texts))
         # Over-long text keeps its closing special token, as the model saw it in training.
