@@ -12,6 +12,9 @@ if "-v" not in sys.argv and "--verbose" not in sys.argv:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # No usage telemetry from the temporary Prefect server: this machine may have no route out.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Without PREFECT_API_URL, Prefect starts a temporary server whose first start on a fresh machine migrates its
+# database; on a small CPU that outlasts Prefect's 20 s default and the first ingest would die with a traceback.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import typer
 from rich.console import Console
