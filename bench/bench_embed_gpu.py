@@ -11,7 +11,8 @@ MiniLM's folder in fp16, ~45 MB) and the script runs there from that folder alon
 
 For each model (MiniLM, and a BERT-base-sized model with random weights built from a config) it times:
 * ``stage``: flows.rag.embed.Embedder.embed_token_ids on the parser's token ids (what the pipeline runs);
-* ``encode``: sentence-transformers ``encode()`` on the texts, at the best of ``--batch-sizes``;
+* ``encode``: sentence-transformers ``encode()`` on the texts (same folder, same precision), at the best
+  of ``--batch-sizes``;
 * ``forward``: the bare transformer forward (fp16 on CUDA) on pre-padded, length-sorted batches, no copies
   back: the ceiling the stage can approach.
 Prints a table and writes bench/out/embed_<device>.json.
@@ -104,10 +105,18 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> floa
 def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespace, device: str) -> dict[str, Any]:
     import numpy as np
     import torch
+    from sentence_transformers import SentenceTransformer
 
     from flows.rag.embed import Embedder
+    from flows.rag.model_files import resolve_model_dir
 
     embedder = Embedder(model, device)
+    # The reference: the same folder through sentence-transformers, in the stage's precision.
+    reference = SentenceTransformer(str(resolve_model_dir(model)), device=embedder.device, local_files_only=True)
+    if embedder.device == "cuda":
+        reference.half()
+    else:
+        reference.float()
     sync = torch.cuda.synchronize if embedder.device == "cuda" else (lambda: None)
     encodings = embedder.tokenizer.encode_batch(texts)
     ids = [e.ids[: embedder.window] for e in encodings]
@@ -120,14 +129,14 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     encode_rates = {}
     for batch in args.batch_sizes:
         seconds = timed(
-            lambda b=batch: embedder.model.encode(texts, batch_size=b, normalize_embeddings=True), sync, args.repeats
+            lambda b=batch: reference.encode(texts, batch_size=b, normalize_embeddings=True), sync, args.repeats
         )
         encode_rates[batch] = n / seconds
     best = max(encode_rates, key=encode_rates.__getitem__)
     row["encode"], row["encode_batch"] = encode_rates[best], best
 
     # Bare forward: batches padded and moved to the device before the clock starts.
-    transformer = embedder.model[0].auto_model  # the Hugging Face model inside the first module
+    transformer = embedder.model  # the Hugging Face transformer the stage runs, without pooling or copies
     order = sorted(range(n), key=lambda i: len(ids[i]))
     batches = []
     for start in range(0, n, args.stage_batch):

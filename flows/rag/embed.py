@@ -3,17 +3,23 @@
 Tokenization happens in the parser processes (parse.py), so this stage only pads, copies and runs the
 forward pass: the GPU is not left waiting on a single Python thread that tokenizes. Batches are sorted
 by length to keep padding small, and on CUDA the model runs in fp16 with results copied back once.
+
+The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
+pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
+per process (it pulls scikit-learn and pandas; bench/bench_memory.py). tests/flows/test_embed.py checks
+the vectors against sentence-transformers' ``encode()``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from flows.common.errors import ConfigError
-from flows.rag.model_files import load_tokenizer, offline_hub, resolve_model_dir
+from flows.rag.model_files import load_tokenizer, model_layout, offline_hub
 
 # Chunks per forward pass when the config sets none, as measured (docs/benchmarks.md): a CPU is fastest with small
 # batches (less padding, activations stay in cache; 29 chunks/s at 8 against 19 at 64, and ~200 MB less peak);
@@ -26,7 +32,6 @@ class Embedder:
         offline_hub()
         import torch
         import transformers
-        from sentence_transformers import SentenceTransformer
 
         transformers.logging.disable_progress_bar()
 
@@ -35,14 +40,13 @@ class Embedder:
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         self.model_name = model
         self._torch = torch
-        self.model = SentenceTransformer(str(resolve_model_dir(model)), device=self.device, local_files_only=True)
+        layout = model_layout(model)
+        self.pooling = layout.pooling
         # fp16 on the GPU; fp32 on a CPU, where half precision is many times slower (a folder may hold fp16).
-        if self.device == "cuda":
-            self.model.half()
-        else:
-            self.model.float()
-        self.model.eval()
-        self.dim = int(self.model.get_embedding_dimension())
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        self.model = transformers.AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype)
+        self.model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
         self.tokenizer, self.window = load_tokenizer(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
@@ -65,18 +69,26 @@ class Embedder:
                     seq = token_ids[i][:width]
                     ids[r, : len(seq)] = seq
                     mask[r, : len(seq)] = 1
-                features = {
-                    "input_ids": torch.from_numpy(ids).to(self.device, non_blocking=True),
-                    "attention_mask": torch.from_numpy(mask).to(self.device, non_blocking=True),
-                    "token_type_ids": torch.zeros_like(torch.from_numpy(ids)).to(self.device, non_blocking=True),
-                }
                 # CUDA launches are asynchronous: preparing the next batch overlaps this forward pass.
-                vectors = self.model.forward(features)["sentence_embedding"]
+                vectors = self._pool(
+                    torch.from_numpy(ids).to(self.device, non_blocking=True),
+                    torch.from_numpy(mask).to(self.device, non_blocking=True),
+                )
                 pieces.append(torch.nn.functional.normalize(vectors.float(), dim=-1))
             stacked = torch.cat(pieces).cpu().numpy()
         result = np.empty_like(stacked)
         result[np.asarray(order)] = stacked
         return result
+
+    def _pool(self, ids: Any, mask: Any) -> Any:
+        hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=self._torch.zeros_like(ids))
+        tokens = hidden.last_hidden_state
+        if self.pooling == "cls":
+            return tokens[:, 0]
+        # Mean over real tokens: a batched matmul (fp32 accumulation on GPUs) instead of a masked copy.
+        weights = mask.to(tokens.dtype).unsqueeze(1)
+        sums = self._torch.bmm(weights, tokens).squeeze(1).float()
+        return sums / mask.sum(dim=1, keepdim=True).clamp(min=1)
 
     def embed_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """For queries and benchmarks: tokenize here (truncating at the window), then embed."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 from prefect import flow, task
@@ -43,12 +44,11 @@ def index_documents(
 ) -> dict[str, Any]:
     services = open_services(config)
     with gpu_section(config.gpu_slot if documents else None):
-        embedder = get_embedder(config.embedding_model, config.device)
         indexer = BatchIndexer(
             source=services.source(source),
             store=services.store,
             ledger=services.ledger,
-            embedder=embedder,
+            load_embedder=partial(get_embedder, config.embedding_model, config.device),
             parsers=get_parser_pool(config.parse_workers),
             config=services.config,
         )

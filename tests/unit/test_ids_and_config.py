@@ -8,7 +8,7 @@ import pytest
 from flows.common.errors import ConfigError
 from flows.rag.config import load_config
 from flows.rag.ids import collection_name, model_slug, point_id
-from flows.rag.model_files import model_dimension
+from flows.rag.model_files import model_dimension, model_layout
 
 
 def test_point_ids_are_deterministic_uuids_unique_per_chunk() -> None:
@@ -68,3 +68,50 @@ def test_model_dimension_is_read_from_either_pooling_format(tmp_path, pooling, c
         (tmp_path / "1_Pooling").mkdir()
         (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     assert model_dimension(str(tmp_path)) == expected
+
+
+def _write_st_folder(root, modules: list[tuple[str, str]], pooling: dict | None = None) -> str:
+    (root / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    entries = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (kind, path) in enumerate(modules)
+    ]
+    (root / "modules.json").write_text(json.dumps(entries))
+    if pooling is not None:
+        (root / "1_Pooling").mkdir()
+        (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    ("pooling", "expected"),
+    [
+        ({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}, "mean"),  # older folders
+        ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
+        ({"embedding_dimension": 8, "pooling_mode": "cls"}, "cls"),  # sentence-transformers 6
+    ],
+)
+def test_model_layout_reads_the_pooling_mode(tmp_path, pooling, expected) -> None:
+    folder = _write_st_folder(tmp_path, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2")], pooling)
+    layout = model_layout(folder)
+    assert layout.pooling == expected and layout.transformer_dir == tmp_path
+
+
+def test_a_plain_hugging_face_folder_is_mean_pooled(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 8}))
+    assert model_layout(str(tmp_path)).pooling == "mean"
+
+
+@pytest.mark.parametrize(
+    ("modules", "pooling", "message"),
+    [
+        ([("Transformer", ""), ("Pooling", "1_Pooling"), ("Dense", "2_Dense")], {"pooling_mode": "mean"}, "Dense"),
+        ([("Transformer", ""), ("Pooling", "1_Pooling")], {"pooling_mode": "lasttoken"}, "lasttoken"),
+        ([("Transformer", ""), ("Pooling", "1_Pooling")], {"pooling_mode": ["mean", "max"]}, r"mean\+max"),
+    ],
+)
+def test_model_layout_refuses_what_the_embed_stage_would_compute_differently(
+    tmp_path, modules, pooling, message
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        model_layout(_write_st_folder(tmp_path, modules, pooling))
