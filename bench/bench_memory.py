@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-IMPORTS = ["prefect", "flows.rag.sync", "flows.rag.ingest", "torch", "transformers", "sentence_transformers"]
+IMPORTS = ["prefect", "flows.rag.sync", "flows.rag.ingest", "torch", "transformers"]
 
 
 def status_mb(field: str) -> float:

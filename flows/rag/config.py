@@ -80,6 +80,11 @@ class RagConfig(BaseSettings):
         return self.model_dump(mode="json", include=set(self._explicit - {"qdrant_api_key"}))
 
 
+# A node's default block (SWARM_LEDGER_BLOCK, SWARM_QDRANT_BLOCK) names a service; a run that sets that service's
+# connection explicitly means that connection, so the environment's block must not override it.
+_CONNECTION_FIELDS = {"ledger_block": {"ledger_url"}, "qdrant_block": {"qdrant_url", "qdrant_path"}}
+
+
 def load_config(overrides: dict[str, object] | RagConfig | None = None) -> RagConfig:
     """A validated config from explicit values plus the environment; bad values are one ConfigError."""
     if isinstance(overrides, RagConfig):
@@ -91,5 +96,8 @@ def load_config(overrides: dict[str, object] | RagConfig | None = None) -> RagCo
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid setting: {problems}") from None
-    config._explicit = frozenset(overrides or {})
+    explicit = frozenset(overrides or {})
+    unset = {block: None for block, fields in _CONNECTION_FIELDS.items() if block not in explicit and explicit & fields}
+    config = config.model_copy(update=unset) if unset else config
+    config._explicit = explicit
     return config

@@ -38,6 +38,18 @@ def test_config_reads_environment_and_explicit_values_win(monkeypatch: pytest.Mo
     assert config.overrides() == {"batch_files": 3}
 
 
+def test_an_explicit_connection_beats_the_nodes_default_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARM_LEDGER_BLOCK", "node-ledger")
+    monkeypatch.setenv("SWARM_QDRANT_BLOCK", "node-qdrant")
+    assert (load_config({}).ledger_block, load_config({}).qdrant_block) == ("node-ledger", "node-qdrant")
+    explicit = load_config({"ledger_url": "sqlite:////tmp/other.db", "qdrant_path": "/tmp/q"})
+    assert (explicit.ledger_block, explicit.qdrant_block) == (None, None)
+    assert explicit.resolved_ledger_url == "sqlite:////tmp/other.db"
+    # Naming a block explicitly still wins over an explicit URL (the documented order).
+    both = load_config({"ledger_url": "sqlite:////tmp/other.db", "ledger_block": "chosen"})
+    assert both.ledger_block == "chosen"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
