@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 {"text": c.text, "source_id": "bench", "doc_id": f"doc{number}", "version": "1"} for c in doc.chunks
             ]
             store.upsert(ids, np.asarray(vectors[offset : offset + n]), payloads)
-            store.delete_stale("bench", f"doc{number}", "1")
+            store.delete_stale("bench", {f"doc{number}": "1"})
             offset += n
         rows.append({"stage": "write (embedded Qdrant)", "seconds": time.perf_counter() - started, "chunks": chunks})
 

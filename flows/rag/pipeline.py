@@ -145,8 +145,7 @@ class BatchIndexer:
             ids += [point_id(source_id, ref.doc_id, i) for i in range(len(parsed.chunks))]
             payloads += chunk_payloads(source_id, ref, parsed)
         self.store.upsert(ids, vectors, payloads)
-        for ref, _ in group:
-            self.store.delete_stale(source_id, ref.doc_id, ref.version)
+        self.store.delete_stale(source_id, {ref.doc_id: ref.version for ref, _ in group})
         outcomes = [DocumentOutcome(ref, INDEXED, None, len(p.chunks), p.split_chunks) for ref, p in group]
         self._record(outcomes)
         self.report.seconds["write"] += time.perf_counter() - started

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,25 @@ class VectorStore:
         ]
         self.client.upsert(self.collection, points=points, wait=True)
 
-    def delete_stale(self, source_id: str, doc_id: str, version: str) -> None:
-        """Drop a document's points of any other version (after its new points are written)."""
-        selector = _doc_filter(source_id, [doc_id])
-        selector.must_not = [models.FieldCondition(key="version", match=models.MatchValue(value=version))]
+    def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:
+        """Drop each document's points of any version but the given one (after its new points are written).
+
+        One delete for all of them: embedded Qdrant evaluates a filter point by point, so a delete per
+        document made a 300-file ingest rescan the whole collection 300 times (writes took 8% of its wall).
+        """
+        if not versions:
+            return
+        per_document = [
+            models.Filter(
+                must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))],
+                must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=version))],
+            )
+            for doc_id, version in versions.items()
+        ]
+        selector = models.Filter(
+            must=[models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id))],
+            should=per_document,
+        )
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
 
     def delete_documents(self, source_id: str, doc_ids: Sequence[str]) -> None:
