@@ -70,7 +70,9 @@ def save_inputs(target: Path, files: int) -> None:
     print(f"{len(texts)} unique chunks and the fp16 model saved in {target}")
 
 
-def build_random_model(target: Path, tokenizer_of: str, hidden: int, layers: int, heads: int) -> Path:
+def build_random_model(
+    target: Path, tokenizer_of: str, hidden: int, layers: int, heads: int, pooling: str = "mean"
+) -> Path:
     """A BERT-shaped sentence-transformers folder with random weights and MiniLM's tokenizer (same vocab)."""
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel
@@ -86,7 +88,7 @@ def build_random_model(target: Path, tokenizer_of: str, hidden: int, layers: int
         if (resolve_model_dir(tokenizer_of) / name).is_file():  # a re-saved folder may lack the legacy files
             shutil.copy(resolve_model_dir(tokenizer_of) / name, raw / name)
     word = models.Transformer(str(raw), max_seq_length=256)
-    model = SentenceTransformer(modules=[word, models.Pooling(hidden, pooling_mode="mean")], device="cpu")
+    model = SentenceTransformer(modules=[word, models.Pooling(hidden, pooling_mode=pooling)], device="cpu")
     model.save(str(target / "st"))
     return target / "st"
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from flows.common.errors import ConfigError
-from flows.rag.model_files import load_tokenizer, model_layout, offline_hub
+from flows.rag.model_files import load_tokenizer, model_dimension, model_layout, offline_hub
 
 # Chunks per forward pass when the config sets none, as measured (docs/benchmarks.md): a CPU is fastest with small
 # batches (less padding, activations stay in cache; 29 chunks/s at 8 against 19 at 64, and ~200 MB less peak);
@@ -46,7 +46,7 @@ class Embedder:
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         self.model = transformers.AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype)
         self.model.to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = model_dimension(model)
         self.tokenizer, self.window = load_tokenizer(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 

