@@ -5,7 +5,8 @@
 * parse: unstructured partition (fast) + chunk_by_title + token fitting, one process, with unstructured's
   own spaCy pipeline (tagger + dependency parser) and with ours (tagger + senter), same chunks checked;
 * parser process RSS after warm-up and one page, with torch importable and with torch kept out;
-* embed: the project's embed stage on the parsed chunks' token ids;
+* embed: the project's embed stage on the parsed chunks' token ids, in fp32 and in the precision "auto" picks
+  here when that differs (bf16 on a CPU with native bf16), with the smallest cosine between the two's vectors;
 * write: embedded-Qdrant upserts of those chunks (random vectors) plus the stale-point deletes per document.
 Prints a table; writes bench/out/stages.json (bench/plot.py draws it).
 """
@@ -99,14 +100,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append({"stage": "parse, unstructured's spaCy (1 process)", "seconds": seconds_full, "chunks": chunks})
         rows.append({"stage": "parse, tagger+senter (1 process)", "seconds": seconds_light, "chunks": chunks})
 
-        embedder = Embedder(MODEL, "auto")
         token_ids = [c.token_ids for d in docs for c in d.chunks]
-        embedder.embed_token_ids(token_ids[:16], args.batch_size)
-        started = time.perf_counter()
-        vectors = embedder.embed_token_ids(token_ids, args.batch_size)
-        rows.append(
-            {"stage": f"embed stage ({embedder.device})", "seconds": time.perf_counter() - started, "chunks": chunks}
-        )
+        reference = None
+        for precision in ("float32", "auto"):
+            embedder = Embedder(MODEL, "auto", precision)
+            if reference is not None and embedder.precision == "float32":
+                break  # auto is fp32 here too: nothing more to measure
+            embedder.embed_token_ids(token_ids[:16], args.batch_size)
+            started = time.perf_counter()
+            vectors = embedder.embed_token_ids(token_ids, args.batch_size)
+            row = {"stage": f"embed stage ({embedder.device}, {embedder.precision})"}
+            row.update(seconds=time.perf_counter() - started, chunks=chunks)
+            if reference is None:
+                reference = vectors
+            else:
+                row["min_cosine_to_fp32"] = float(np.min(np.sum(vectors * reference, axis=1)))
+            rows.append(row)
 
         store = VectorStore(open_qdrant(None, None, Path(tmp) / "qdrant"), "bench", MODEL, embedder.dim)
         store.ensure_collection()
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\n{args.files} python-doc pages, {chunks} chunks (same chunks with both spaCy pipelines: {same})")
     print(f"{'stage':<42} {'seconds':>8} {'chunks/s':>9}")
     for row in rows:
-        print(f"{row['stage']:<42} {row['seconds']:>8.2f} {row['chunks_per_s']:>9.1f}")
+        cosine = f"  min cosine to fp32 {row['min_cosine_to_fp32']:.5f}" if "min_cosine_to_fp32" in row else ""
+        print(f"{row['stage']:<42} {row['seconds']:>8.2f} {row['chunks_per_s']:>9.1f}{cosine}")
     print(f"parser process peak RSS, MB: torch importable {rss['importable']:.0f}, kept out {rss['kept-out']:.0f}")
     report = {"files": args.files, "chunks": chunks, "same_chunks": same, "rows": rows, "parser_rss_mb": rss}
     args.out.mkdir(parents=True, exist_ok=True)

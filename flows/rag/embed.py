@@ -2,7 +2,9 @@
 
 Tokenization happens in the parser processes (parse.py), so this stage only pads, copies and runs the
 forward pass: the GPU is not left waiting on a single Python thread that tokenizes. Batches are sorted
-by length to keep padding small, and on CUDA the model runs in fp16 with results copied back once.
+by length to keep padding small. The model runs in half precision where the hardware computes it
+natively (fp16 on CUDA, bf16 on CPUs with AVX-512 BF16 or AMX), fp32 elsewhere; the vectors it
+returns are fp32.
 
 The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
 pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from flows.common.errors import ConfigError
+from flows.rag.config import Precision
 from flows.rag.model_files import load_tokenizer, model_dimension, model_layout, offline_hub
 
 # Chunks per forward pass when the config sets none, as measured (docs/benchmarks.md): a CPU is fastest with small
@@ -27,8 +30,29 @@ from flows.rag.model_files import load_tokenizer, model_dimension, model_layout,
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 512}
 
 
+def choose_precision(device: str, requested: Precision, cpu_has_bf16: bool) -> str:
+    """The dtype the forward pass runs in. auto: fp16 on CUDA; bf16 on a CPU that computes it natively (2.2x
+    fp32's speed at a cosine of at least 0.9999 to fp32's vectors on real chunks, docs/benchmarks.md); fp32
+    on other CPUs, where bf16 is emulated and slower."""
+    if requested == "auto":
+        if device == "cuda":
+            return "float16"
+        return "bfloat16" if cpu_has_bf16 else "float32"
+    if requested == "float16" and device == "cpu":
+        raise ConfigError("embed_precision float16 runs many times slower than float32 on a CPU: use auto or bfloat16")
+    return requested
+
+
+def cpu_has_native_bf16() -> bool:
+    import torch
+
+    # Private helpers, present since torch 2.1; a torch without them gets fp32, the safe choice.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 class Embedder:
-    def __init__(self, model: str, device: str = "auto") -> None:
+    def __init__(self, model: str, device: str = "auto", precision: Precision = "auto") -> None:
         offline_hub()
         import torch
         import transformers
@@ -42,8 +66,9 @@ class Embedder:
         self._torch = torch
         layout = model_layout(model)
         self.pooling = layout.pooling
-        # fp16 on the GPU; fp32 on a CPU, where half precision is many times slower (a folder may hold fp16).
-        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        # Whatever the folder holds (it may be fp16): a CPU without native bf16 must not run half precision.
+        self.precision = choose_precision(self.device, precision, self.device == "cpu" and cpu_has_native_bf16())
+        dtype = getattr(torch, self.precision)
         self.model = transformers.AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype)
         self.model.to(self.device).eval()
         self.dim = model_dimension(model)
@@ -99,6 +124,6 @@ class Embedder:
 
 
 @lru_cache(maxsize=2)
-def get_embedder(model: str, device: str = "auto") -> Embedder:
+def get_embedder(model: str, device: str = "auto", precision: Precision = "auto") -> Embedder:
     """Loaded once per process and reused by every batch and flow run in it."""
-    return Embedder(model, device)
+    return Embedder(model, device, precision)

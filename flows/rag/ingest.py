@@ -48,7 +48,7 @@ def index_documents(
             source=services.source(source),
             store=services.store,
             ledger=services.ledger,
-            load_embedder=partial(get_embedder, config.embedding_model, config.device),
+            load_embedder=partial(get_embedder, config.embedding_model, config.device, config.embed_precision),
             parsers=get_parser_pool(config.parse_workers),
             config=services.config,
         )

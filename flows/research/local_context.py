@@ -19,7 +19,7 @@ def retrieve_local_context(queries: list[str], rag_config: dict[str, Any] | None
     ledger or Qdrant cannot be opened."""
     config = load_config(rag_config)
     store = open_services(config).store
-    embedder = get_embedder(config.embedding_model, config.device)
+    embedder = get_embedder(config.embedding_model, config.device, config.embed_precision)
     vectors = embedder.embed_texts(queries)
     pairs = zip(queries, vectors, strict=True)
     return {query: [hit.payload or {} for hit in store.search(vector, k)] for query, vector in pairs}

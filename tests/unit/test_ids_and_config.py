@@ -7,6 +7,7 @@ import pytest
 
 from flows.common.errors import ConfigError
 from flows.rag.config import load_config
+from flows.rag.embed import choose_precision
 from flows.rag.ids import collection_name, model_slug, point_id
 from flows.rag.model_files import model_dimension, model_layout
 
@@ -127,3 +128,28 @@ def test_model_layout_refuses_what_the_embed_stage_would_compute_differently(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         model_layout(_write_st_folder(tmp_path, modules, pooling))
+
+
+@pytest.mark.parametrize(
+    ("device", "requested", "native_bf16", "expected"),
+    [
+        ("cuda", "auto", False, "float16"),
+        ("cpu", "auto", True, "bfloat16"),
+        ("cpu", "auto", False, "float32"),  # emulated bf16 would be slower than fp32
+        ("cpu", "float32", True, "float32"),
+        ("cpu", "bfloat16", False, "bfloat16"),  # asked for: honoured
+        ("cuda", "float32", False, "float32"),
+    ],
+)
+def test_embed_precision_choice(device: str, requested: str, native_bf16: bool, expected: str) -> None:
+    assert choose_precision(device, requested, native_bf16) == expected
+
+
+def test_half_precision_on_a_cpu_is_refused_with_the_way_out() -> None:
+    with pytest.raises(ConfigError, match=r"float16 .* CPU: use auto or bfloat16"):
+        choose_precision("cpu", "float16", True)
+
+
+def test_an_unknown_embed_precision_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="embed_precision"):
+        load_config({"embed_precision": "int4"})
