@@ -1,11 +1,13 @@
-"""Draw docs/benchmarks.png from the bench/out/*.json files the bench scripts wrote (chunks/s per stage:
-the CPU stages and whole ingests of this machine, and the GPU embed table where embed_cuda.json was fetched).
+"""Draw docs/benchmarks.png from the JSON files the bench scripts wrote (chunks/s per stage: the CPU stages
+and whole ingests of this machine, and the GPU embed table where embed_cuda.json was fetched).
 
-.venv/bin/python bench/plot.py
+.venv/bin/python bench/plot.py                          # from bench/out, this machine's latest runs
+.venv/bin/python bench/plot.py --results docs/results   # the committed runs docs/benchmarks.md reports
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -15,21 +17,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
 
 
-def bars() -> list[tuple[str, float]]:
+def bars(results: Path) -> list[tuple[str, float]]:
     result: list[tuple[str, float]] = []
-    stages = OUT / "stages.json"
+    stages = results / "stages.json"
     if stages.is_file():
         result += [(row["stage"], row["chunks_per_s"]) for row in json.loads(stages.read_text())["rows"]]
-    peer = OUT / "peer.json"
+    peer = results / "peer.json"
     if peer.is_file():
         full = [r for r in json.loads(peer.read_text())["runs"] if r["kind"] == "full"]
         for side, label in (("ours", "whole ingest, ours (rag-sync)"), ("peer", "whole ingest, unstructured-ingest")):
             rates = sorted(r["chunks_per_s"] for r in full if r["side"] == side)
             result.append((label + " (median)", rates[len(rates) // 2]))
-    gpu = OUT / "embed_cuda.json"
+    gpu = results / "embed_cuda.json"
     if gpu.is_file():
         measured = json.loads(gpu.read_text())
         for row in measured["rows"]:
@@ -39,9 +40,11 @@ def bars() -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    data = bars()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out")
+    data = bars(parser.parse_args().results)
     if not data:
-        raise SystemExit("no bench/out/*.json yet: run bench_stages.py, bench_peer.py (and bench_embed_gpu.py) first")
+        raise SystemExit("no results yet: run bench_stages.py, bench_peer.py (and bench_embed_gpu.py) first")
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(data) + 1.2))
     labels, values = zip(*data, strict=True)
     ax.barh(range(len(data)), values, color="#4c72b0")

