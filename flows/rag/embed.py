@@ -31,9 +31,9 @@ DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 512}
 
 
 def choose_precision(device: str, requested: Precision, cpu_has_bf16: bool) -> str:
-    """The dtype the forward pass runs in. auto: fp16 on CUDA; bf16 on a CPU that computes it natively (2.2x
-    fp32's speed at a cosine of at least 0.9999 to fp32's vectors on real chunks, docs/benchmarks.md); fp32
-    on other CPUs, where bf16 is emulated and slower."""
+    """The dtype the forward pass runs in. auto: fp16 on CUDA; bf16 on a CPU that computes it natively (faster
+    than fp32 at a cosine of about 0.9999 to fp32's vectors: bench_stages.py measures both on real chunks); fp32
+    on other CPUs, where bf16 matrix products are emulated."""
     if requested == "auto":
         if device == "cuda":
             return "float16"

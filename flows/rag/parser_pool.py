@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from flows.rag.parse import configure_offline_parsing
+from flows.rag.parse import ParseProblem, configure_offline_parsing
+from flows.rag.plan import FAILED
+
+T = TypeVar("T")
 
 
 def _warm_up() -> None:
@@ -29,6 +34,30 @@ def keep_torch_out() -> None:
     makes thinc fall back to numpy, as on a machine without torch."""
     if "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]
+
+
+class _OutOfTime(BaseException):
+    """A BaseException, so that no library's ``except Exception`` around the parse can swallow it."""
+
+
+def run_with_deadline(seconds: float, fn: Callable[..., T], *args: Any) -> T:
+    """Run in a parser process: the clock starts when this file's parse starts, not while it waits in the queue
+    behind other files. Python code is interrupted on time; native code stuck for good is the parent's backstop."""
+
+    def out_of_time(signum: int, frame: Any) -> None:
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _OutOfTime:  # also when the alarm lands in the disarming above: the parse took the whole time
+        raise ParseProblem(FAILED, f"parsing took over {seconds:g} s") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def default_workers() -> int:

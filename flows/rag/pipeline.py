@@ -25,12 +25,18 @@ from flows.rag.embed import Embedder
 from flows.rag.ids import point_id
 from flows.rag.ledger import DocumentOutcome, RagLedger
 from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocument, ParseProblem, parse_file
-from flows.rag.parser_pool import ParserPool
+from flows.rag.parser_pool import ParserPool, run_with_deadline
 from flows.rag.plan import FAILED, INDEXED, SKIPPED
 from flows.rag.sources.base import DocumentRef, FetchError, Source
 from flows.rag.store import VectorStore
 
 _GROUP_CHUNKS = 512  # chunks embedded and written together: big enough for full GPU batches
+_POOL_START_S = 60.0  # a fresh parser process imports unstructured before its first file
+
+
+def files_in_flight(parsers: int) -> int:
+    """Files fetched and handed to the parsers at once: a couple per parser, so downloads overlap parsing."""
+    return parsers * 2 + 1
 
 
 @dataclass
@@ -121,13 +127,18 @@ class BatchIndexer:
 
     def _parse_with_restarts(self, path: str, ref: DocumentRef) -> ParsedDocument:
         name = ref.extra.get("export_name") or ref.name
+        timeout = self.config.parse_timeout_s
+        # The parser process enforces the timeout per file (run_with_deadline). This wait only catches a parser
+        # stuck in native code: this file may queue behind every other file in flight, each bounded by the
+        # timeout, plus a fresh pool's start.
+        hung_after = timeout * (files_in_flight(self.parsers.workers) + 1) + _POOL_START_S
         for attempt in (1, 2):
-            future, pool = self.parsers.submit(parse_file, path, name, self.options)
+            future, pool = self.parsers.submit(run_with_deadline, timeout, parse_file, path, name, self.options)
             try:
-                return future.result(timeout=self.config.parse_timeout_s)
+                return future.result(timeout=hung_after)
             except TimeoutError:
                 self.parsers.restart(pool)
-                raise ParseProblem(FAILED, f"parsing took over {self.config.parse_timeout_s:.0f} s") from None
+                raise ParseProblem(FAILED, f"no parse result after {hung_after:.0f} s: a parser hung") from None
             except BrokenProcessPool:
                 # Another file (or this one) crashed its parser: retry once on a fresh pool.
                 self.parsers.restart(pool)
@@ -177,10 +188,8 @@ class BatchIndexer:
 
         writes: list[Future[None]] = []
         group: list[tuple[DocumentRef, ParsedDocument]] = []
-        # Keep a couple of files per parser in flight, so downloads overlap parsing.
-        in_flight = self.parsers.workers * 2 + 1
         with (
-            ThreadPoolExecutor(in_flight, thread_name_prefix="fetch") as fetchers,
+            ThreadPoolExecutor(files_in_flight(self.parsers.workers), thread_name_prefix="fetch") as fetchers,
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
         ):
             if problems:

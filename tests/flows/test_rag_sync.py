@@ -91,6 +91,23 @@ def test_a_fixed_file_is_retried_and_a_broken_one_loses_its_old_points(tmp_path:
     assert {p["doc_id"] for p in points} == {"report.pdf"}
 
 
+def test_a_file_over_the_parse_timeout_fails_alone_and_the_files_queued_behind_it_are_indexed(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    make_corpus(docs)
+    paragraph = "Tide tables list the water height by hour. " * 8
+    sections = "".join(f"<h2>Part {i}</h2><p>{paragraph}</p>" for i in range(40_000))
+    (docs / "almanac.html").write_text(f"<html><body>{sections}</body></html>")  # parses for far over 2 s
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    # One parser: whichever order the files go in, some wait in the queue while almanac.html parses, and their
+    # wait must not count against their own timeout.
+    config = config_for(tmp_path, ledger_url, parse_workers=1, parse_timeout_s=2)
+    result = rag_sync(LocalFolderSpec(path=str(docs)), config)
+    assert (result["indexed"], result["failed"]) == (len(TOPICS), 1)
+    rows = ledger_rows(ledger_url)
+    assert rows["almanac.html"][:2] == ("failed", "parsing took over 2 s")
+    assert all(rows[name][0] == "indexed" for name in TOPICS)
+
+
 def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
