@@ -96,6 +96,7 @@ def ingest(
     try:
         # Check flags, folder, ledger and Qdrant before a flow run starts: a mistake is one line, not a run.
         services = open_services(load_config(config))
+        _ = services.store
         spec = LocalFolderSpec(path=str(path.expanduser().resolve()))
         services.source(spec)
         with bar, progress.listening(on_progress):

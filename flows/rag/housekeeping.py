@@ -25,10 +25,23 @@ def apply_removals_and_renames(
 
 def publish_if_complete(services: RagServices) -> None:
     """After a model change, swap the alias to the new collection once no document of any source is
-    left to re-embed, then drop the old collection: readers switch atomically and never see a gap."""
+    left to re-embed, then drop the old collection: readers switch atomically and never see a gap.
+    The ledger records the model the alias serves, so that ``publish_pending`` can answer without the store."""
     store = services.store
+    model = services.config.embedding_model
     previous = store.alias_target()
-    if previous != store.collection and not services.ledger.documents_not_on(services.config.embedding_model):
+    if previous != store.collection:
+        if services.ledger.documents_not_on(model):
+            return  # readers stay on the previous collection until every document is re-embedded
         store.publish()
         if previous and store.client.collection_exists(previous):
             store.client.delete_collection(previous)
+    services.ledger.record_published_model(store.alias, model)
+
+
+def publish_pending(services: RagServices) -> bool:
+    """Whether ``publish_if_complete`` has work, from the ledger alone: a sync with nothing to ingest asks this
+    instead of opening the store (embedded Qdrant reads every point when it opens), and a dispatching node
+    needs no model files. True when nothing was recorded yet, so that sync checks the store once."""
+    ledger, model = services.ledger, services.config.embedding_model
+    return ledger.published_model(services.config.collection) != model and not ledger.documents_not_on(model)

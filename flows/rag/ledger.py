@@ -45,6 +45,9 @@ MIGRATIONS = [
         started_at TEXT NOT NULL,
         finished_at TEXT,
         stats TEXT)""",
+    # The model whose collection each alias was last seen on: a sync with nothing to do skips the store.
+    """CREATE TABLE rag_aliases (
+        alias TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, updated_at TEXT NOT NULL)""",
 ]
 
 _UPSERT_DOCUMENT = """
@@ -131,17 +134,31 @@ class RagLedger:
             )
 
     def get_cursor(self, source_id: str) -> str | None:
-        with self.db.connect() as conn:
-            row = conn.execute("SELECT cursor FROM rag_sync_cursors WHERE source_id = %s", (source_id,)).fetchone()
-        return row[0] if row else None
+        return self._read_keyed("rag_sync_cursors", "source_id", source_id, "cursor")
 
     def set_cursor(self, source_id: str, cursor: str | None) -> None:
+        self._write_keyed("rag_sync_cursors", "source_id", source_id, "cursor", cursor)
+
+    def published_model(self, alias: str) -> str | None:
+        """The model whose collection ``alias`` was last seen on (Qdrant holds the truth; this is a cheap hint)."""
+        return self._read_keyed("rag_aliases", "alias", alias, "embedding_model")
+
+    def record_published_model(self, alias: str, model: str) -> None:
+        self._write_keyed("rag_aliases", "alias", alias, "embedding_model", model)
+
+    # Key/value tables (cursors, aliases); table and column names are this module's constants, never input.
+    def _read_keyed(self, table: str, key_column: str, key: str, value_column: str) -> str | None:
+        with self.db.connect() as conn:
+            row = conn.execute(f"SELECT {value_column} FROM {table} WHERE {key_column} = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _write_keyed(self, table: str, key_column: str, key: str, value_column: str, value: str | None) -> None:
         with self.db.connect() as conn:
             conn.execute(
-                "INSERT INTO rag_sync_cursors (source_id, cursor, updated_at) VALUES (%s, %s, %s)"
-                " ON CONFLICT (source_id) DO UPDATE SET cursor = excluded.cursor,"
+                f"INSERT INTO {table} ({key_column}, {value_column}, updated_at) VALUES (%s, %s, %s)"
+                f" ON CONFLICT ({key_column}) DO UPDATE SET {value_column} = excluded.{value_column},"
                 " updated_at = excluded.updated_at",
-                (source_id, cursor, utc_now()),
+                (key, value, utc_now()),
             )
 
     def start_run(self, flow: str, source_id: str | None) -> str:

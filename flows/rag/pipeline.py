@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.common import progress
 from flows.rag.config import RagConfig
@@ -28,7 +28,9 @@ from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocumen
 from flows.rag.parser_pool import ParserPool, run_with_deadline
 from flows.rag.plan import FAILED, INDEXED, SKIPPED
 from flows.rag.sources.base import DocumentRef, FetchError, Source
-from flows.rag.store import VectorStore
+
+if TYPE_CHECKING:
+    from flows.rag.store import VectorStore
 
 _GROUP_CHUNKS = 512  # chunks embedded and written together: big enough for full GPU batches
 _POOL_START_S = 60.0  # a fresh parser process imports unstructured before its first file

@@ -35,6 +35,10 @@ class SyncPlan:
     def to_ingest(self) -> list[DocumentRef]:
         return self.new + self.changed
 
+    @property
+    def has_work(self) -> bool:
+        return bool(self.new or self.changed or self.refreshed or self.removed)
+
 
 def known_documents(entries: Mapping[str, LedgerEntry]) -> dict[str, KnownDocument]:
     """The part of the ledger a source may use to skip work (e.g. re-hashing unchanged files)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
@@ -17,7 +17,9 @@ from flows.rag.model_files import model_dimension
 from flows.rag.sources.base import Source
 from flows.rag.sources.gdrive import GoogleDriveSpec
 from flows.rag.sources.local import LocalFolderSpec
-from flows.rag.store import VectorStore, open_qdrant
+
+if TYPE_CHECKING:
+    from flows.rag.store import VectorStore
 
 # Every source's spec, discriminated by ``kind``; the Prefect UI renders it as a form with one branch per source.
 SourceSpec = Annotated[LocalFolderSpec | GoogleDriveSpec, Field(discriminator="kind")]
@@ -32,7 +34,8 @@ class RagServices:
 
     @property
     def store(self) -> VectorStore:
-        """Opened on first use: a dispatching rag-sync never opens it (embedded Qdrant admits one process)."""
+        """Opened on first use: a dispatching rag-sync never opens it (embedded Qdrant admits one process), nor does
+        a sync with nothing to do (embedded Qdrant reads every point when it opens)."""
         if self._store is None:
             self._store = open_store(self.config)
         return self._store
@@ -52,6 +55,8 @@ def resolve_blocks(config: RagConfig) -> RagConfig:
 
 
 def open_store(config: RagConfig) -> VectorStore:
+    from flows.rag.store import VectorStore, open_qdrant  # qdrant-client takes 0.7 s to import; not every run needs it
+
     api_key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
     client = open_qdrant(config.qdrant_url, api_key, config.resolved_qdrant_path)
     store = VectorStore(client, config.collection, config.embedding_model, model_dimension(config.embedding_model))
@@ -59,12 +64,9 @@ def open_store(config: RagConfig) -> VectorStore:
     return store
 
 
-def open_services(config: RagConfig, with_store: bool = True) -> RagServices:
-    """Blocks, then the ledger (cheap, most likely misconfigured), then the vector store unless
-    ``with_store=False``; each fails with one line."""
+def open_services(config: RagConfig) -> RagServices:
+    """Blocks, then the ledger (cheap, most likely misconfigured); the vector store opens on first use.
+    Each fails with one line."""
     config = resolve_blocks(config)
     db = Database(config.resolved_ledger_url)
-    services = RagServices(config=config, db=db, ledger=RagLedger(db))
-    if with_store:
-        _ = services.store
-    return services
+    return RagServices(config=config, db=db, ledger=RagLedger(db))

@@ -24,7 +24,7 @@ from pydantic import Field
 from flows.common import progress
 from flows.rag import dispatch as remote
 from flows.rag.config import RagConfig, load_config
-from flows.rag.housekeeping import apply_removals_and_renames, publish_if_complete
+from flows.rag.housekeeping import apply_removals_and_renames, publish_if_complete, publish_pending
 from flows.rag.ingest import ingest_batch
 from flows.rag.plan import SyncPlan, known_documents, plan_sync
 from flows.rag.report import render_sync_report
@@ -68,7 +68,8 @@ def ingest_here(
         done = min(number * settings.batch_files, len(todo))
         update_progress_artifact(progress_id, progress=100.0 * done / max(1, len(todo)))
     update_progress_artifact(progress_id, progress=100.0)
-    publish_if_complete(services)
+    if plan.has_work or publish_pending(services):  # a no-op sync never opens the store
+        publish_if_complete(services)
     totals["stage_seconds"] = {k: round(v, 2) for k, v in stage_seconds.items()}
     return totals
 
@@ -82,9 +83,12 @@ def ingest_remote(
     deployment: str,
     max_in_flight: int,
 ) -> dict[str, Any]:
-    """One child run per batch on the target deployment; removals and renames ride with the first one."""
+    """One child run per batch on the target deployment; removals and renames ride with the first one.
+    With nothing to ingest, one empty child still applies them, or publishes a model change left unpublished."""
     todo = plan.to_ingest
-    batches = list(iter_batches(todo, settings.batch_files)) or ([[]] if plan.removed or plan.refreshed else [])
+    batches = list(iter_batches(todo, settings.batch_files))
+    if not batches and (plan.has_work or publish_pending(services)):
+        batches = [[]]
     parent = str(flow_run.get_id() or "no-flow-run")
     source_params = source.model_dump(mode="json")
     jobs = []
@@ -131,7 +135,7 @@ def rag_sync(
     settings: RagConfig = load_config(config)  # a bad setting fails here, naming it, before any work
     if dispatch == "deployment":
         remote.check_deployment(ingest_deployment)
-    services = open_services(settings, with_store=dispatch == "in-process")
+    services = open_services(settings)  # the store opens only when there is work for it
     src = services.source(source)
     run_id = services.ledger.start_run("rag-sync", src.source_id)
     status = "failed"

@@ -125,6 +125,52 @@ def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path
     assert_consistent(services.store.client, services.store.collection, ledger_url)
 
 
+def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.rag.store import VectorStore
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_document(docs / "tides.txt", "Tides rise and fall twice a day because of the moon.")
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger_url))
+    other = tmp_path / "minilm-copy"
+    shutil.copytree(_model_dir(), other)
+    config = config_for(tmp_path, ledger_url, embedding_model=str(other))
+
+    def crash(self: VectorStore) -> None:
+        raise RuntimeError("killed between the last batch and the alias swap")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(VectorStore, "publish", crash)
+        with pytest.raises(RuntimeError, match="alias swap"):
+            rag_sync(LocalFolderSpec(path=str(docs)), config)
+    # Every document is already on the new model, so the re-run has nothing to ingest; it must still publish.
+    result = rag_sync(LocalFolderSpec(path=str(docs)), config)
+    assert (result["changed"], result["chunks"]) == (0, 0)
+    store = open_services(load_config(config)).store
+    assert store.alias_target() == "documents__minilm-copy__384"
+    assert [c.name for c in store.client.get_collections().collections] == ["documents__minilm-copy__384"]
+
+
+def test_a_sync_with_nothing_to_do_does_not_need_the_vector_store(tmp_path: Path) -> None:
+    from flows.common.errors import ServiceUnavailable
+
+    docs = tmp_path / "docs"
+    make_corpus(docs)
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger_url))
+    # Embedded Qdrant reads every point when it opens; a no-op must not pay that. Qdrant unreachable proves it.
+    nowhere = config_for(tmp_path, ledger_url, qdrant_url="http://127.0.0.1:1")
+    again = rag_sync(LocalFolderSpec(path=str(docs)), nowhere)
+    assert (again["unchanged"], again["new"], again["chunks"]) == (len(TOPICS), 0, 0)
+    # With work to do, the store is opened and its absence is one clear error.
+    write_document(docs / "lighthouse.md", "Lighthouses guide ships past dangerous rocks at night.")
+    with pytest.raises(ServiceUnavailable, match=r"cannot reach Qdrant at http://127\.0\.0\.1:1"):
+        rag_sync(LocalFolderSpec(path=str(docs)), nowhere)
+
+
 def _model_dir() -> str:
     from flows.rag.model_files import resolve_model_dir
 
