@@ -1,7 +1,8 @@
 """A local Drive v3 server (127.0.0.1, one thread) for the subset the Drive source calls.
 
 It holds a mutable in-memory drive, records every mutation in a change log the way ``changes.list``
-reports it (latest change per file, ``removed`` for permanent deletes), and injects faults on demand.
+reports it (latest change per file or shared drive, ``removed`` for permanent deletes and lost drives),
+and injects faults on demand.
 The real google-api-python-client talks to it through ``client_options={"api_endpoint": ...}``.
 """
 
@@ -73,7 +74,8 @@ class FakeDrive:
 
     files: dict[str, FakeFile] = field(default_factory=dict)
     drives: dict[str, str] = field(default_factory=dict)
-    log: list[tuple[int, str]] = field(default_factory=list)  # (seq, file id)
+    lost_drives: set[str] = field(default_factory=set)  # shared drives this account no longer sees
+    log: list[tuple[int, str]] = field(default_factory=list)  # (seq, file or shared drive id)
     seq: int = 1
     _ids: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -91,11 +93,14 @@ class FakeDrive:
         if f.parent:
             self.by_parent.get(f.parent, {}).pop(f.id, None)
 
-    def _touch(self, f: FakeFile) -> None:
+    def _record(self, item_id: str) -> None:
         self.seq += 1
+        self.log.append((self.seq, item_id))
+
+    def _touch(self, f: FakeFile) -> None:
+        self._record(f.id)
         f.version += 1
         f.modified = self.seq
-        self.log.append((self.seq, f.id))
 
     def new_id(self, prefix: str = "f") -> str:
         self._ids += 1
@@ -127,6 +132,21 @@ class FakeDrive:
             did = self.new_id("0A")
             self.drives[did] = name
             return did
+
+    def rename_drive(self, did: str, name: str) -> None:
+        with self.lock:
+            self.drives[did] = name
+            self._record(did)
+
+    def lose_drive(self, did: str) -> None:
+        """This account loses access to a shared drive: it and its files vanish, and the change feed
+        reports the drive alone (not each file)."""
+        with self.lock:
+            del self.drives[did]
+            self.lost_drives.add(did)
+            for fid in [f.id for f in self.files.values() if f.drive_id == did]:
+                self._unlink(self.files.pop(fid))
+            self._record(did)
 
     def _drive_of(self, parent: str | None) -> str | None:
         if parent is None:
@@ -163,8 +183,7 @@ class FakeDrive:
     def delete(self, fid: str) -> None:
         with self.lock:
             self._unlink(self.files.pop(fid))
-            self.seq += 1
-            self.log.append((self.seq, fid))
+            self._record(fid)
 
     def effectively_trashed(self, f: FakeFile) -> bool:
         seen = 0
@@ -287,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"drives": [{"id": i, "name": n} for i, n in drive.drives.items()]})
         if path.startswith("drives/"):
             did = path.split("/")[1]
+            if did not in drive.drives:
+                return self._error(404, "notFound", f"Shared drive not found: {did}")
             return self._send(200, {"id": did, "name": drive.drives[did]})
         m = re.fullmatch(r"files/([^/]+)(/export)?", path)
         if not m:
@@ -348,6 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
         page = ordered[:size]
         changes = []
         for fid, _seq in page:
+            if fid in drive.drives or fid in drive.lost_drives:
+                changes.append(_drive_change(drive, fid))
+                continue
             f = drive.files.get(fid)
             change: dict[str, Any] = {
                 "kind": "drive#change",
@@ -386,3 +410,15 @@ def serve(drive: FakeDrive | None = None, faults: Faults | None = None) -> Itera
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _drive_change(drive: FakeDrive, drive_id: str) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "kind": "drive#change",
+        "changeType": "drive",
+        "driveId": drive_id,
+        "removed": drive_id not in drive.drives,
+    }
+    if drive_id in drive.drives:
+        change["drive"] = {"kind": "drive#drive", "id": drive_id, "name": drive.drives[drive_id]}
+    return change

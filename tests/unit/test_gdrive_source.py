@@ -248,6 +248,23 @@ def test_shared_drive_is_synced_whole(env: Env) -> None:
     assert [d.path for d in ledger.sync(source).documents] == ["Engineering/Architecture/arch.md"]
 
 
+def test_a_shared_drive_renamed_renames_paths_and_one_no_longer_shared_fails_with_one_line(env: Env) -> None:
+    from flows.common.errors import ConfigError
+
+    drive_id = env.drive.shared_drive("Engineering")
+    doc = env.drive.add("arch.md", env.drive.folder("Design", drive_id), "text/markdown", b"# arch")
+    source, ledger = env.source(folder_ids=[], drive_ids=[drive_id]), Ledger()
+    version = ledger.sync(source).documents[0].version
+    env.drive.rename_drive(drive_id, "Platform")
+    renamed = ledger.sync(source)
+    assert not renamed.complete, "an incremental sync, not a full listing, saw the rename"
+    assert [(d.path, d.version) for d in renamed.documents] == [("Platform/Design/arch.md", version)]
+    assert ledger.paths() == {doc: "Platform/Design/arch.md"}
+    env.drive.lose_drive(drive_id)
+    with pytest.raises(ConfigError, match=rf"shared drive {drive_id} was deleted or is no longer shared"):
+        ledger.sync(source)
+
+
 def test_over_limit_and_unlisted_types_are_listed_but_fetch_says_why(env: Env) -> None:
     big = env.drive.add("huge.pdf", env.root, "application/pdf", b"%PDF", size_override=300 * 2**20)
     zip_ = env.drive.add("photos.zip", env.root, "application/zip", b"PK")

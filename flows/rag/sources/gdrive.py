@@ -216,13 +216,28 @@ class GoogleDriveSource:
                 changed[file_id] = None if gone else item
         return changed, touched, fresh
 
+    def _apply_drive_changes(self, tree: Tree, drives: Mapping[str, dict]) -> None:
+        """A scope drive renamed renames every path under it; one deleted or no longer shared with this account
+        fails the run, as a removed scope folder does: the spec names something that is gone."""
+        for drive_id in self.spec.drive_ids:
+            change = drives.get(drive_id)
+            if change is None:
+                continue
+            if change.get("removed") or not change.get("drive"):
+                raise ConfigError(
+                    f"shared drive {drive_id} was deleted or is no longer shared with this account;"
+                    " remove it from drive_ids"
+                )
+            tree.roots[drive_id] = change["drive"].get("name") or drive_id
+
     def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
         read = self.api.read_changes(cursor)
         if read is None:
             return None
-        latest, token = read
+        latest, drives, token = read
         tree = self.store.load_tree()
         old_paths = tree.scope_paths()
+        self._apply_drive_changes(tree, drives)
         changed, touched, fresh = self._apply_feed(tree, latest)
         new_paths = tree.scope_paths()
         files: dict[str, tuple[dict, str]] = {}

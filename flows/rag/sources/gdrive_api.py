@@ -63,11 +63,16 @@ class DriveApi:
             if not page_token:
                 return
 
-    def read_changes(self, cursor: str) -> tuple[dict[str, dict], str] | None:
-        """Latest change per file id since ``cursor`` and the new token; None if the token is unusable."""
-        latest: dict[str, dict] = {}
+    def read_changes(self, cursor: str) -> tuple[dict[str, dict], dict[str, dict], str] | None:
+        """The latest change per file id and per shared drive id since ``cursor``, and the new token; None if
+        the token is unusable."""
+        files: dict[str, dict] = {}
+        drives: dict[str, dict] = {}
         page_token = cursor
-        fields = f"nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))"
+        fields = (
+            "nextPageToken,newStartPageToken,"
+            f"changes(changeType,fileId,driveId,removed,file({FILE_FIELDS}),drive(id,name))"
+        )
         while True:
             try:
                 res = self.call(
@@ -82,11 +87,13 @@ class DriveApi:
                     return None
                 raise
             for change in res.get("changes", []):
-                if change.get("fileId"):
-                    latest.pop(change["fileId"], None)  # keep the stream's order of last change
-                    latest[change["fileId"]] = change
+                if change.get("changeType") == "drive":  # a shared drive renamed, deleted or no longer shared
+                    drives[change["driveId"]] = change
+                elif change.get("fileId"):
+                    files.pop(change["fileId"], None)  # keep the stream's order of last change
+                    files[change["fileId"]] = change
             if res.get("newStartPageToken"):
-                return latest, res["newStartPageToken"]
+                return files, drives, res["newStartPageToken"]
             page_token = res["nextPageToken"]
 
     def get_drive(self, drive_id: str) -> dict:
