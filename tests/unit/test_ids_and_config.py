@@ -131,23 +131,25 @@ def test_model_layout_refuses_what_the_embed_stage_would_compute_differently(
 
 
 @pytest.mark.parametrize(
-    ("device", "requested", "native_bf16", "expected"),
+    ("device", "requested", "bf16_speedup", "expected"),
     [
-        ("cuda", "auto", False, "float16"),
-        ("cpu", "auto", True, "bfloat16"),
-        ("cpu", "auto", False, "float32"),  # emulated bf16 would be slower than fp32
-        ("cpu", "float32", True, "float32"),
-        ("cpu", "bfloat16", False, "bfloat16"),  # asked for: honoured
-        ("cuda", "float32", False, "float32"),
+        ("cuda", "auto", None, "float16"),
+        ("cpu", "auto", 1.57, "bfloat16"),  # native and measured faster
+        ("cpu", "auto", 1.05, "float32"),  # native but not faster by enough to trade any accuracy
+        ("cpu", "auto", 0.65, "float32"),  # native and slower (an Intel Xeon here)
+        ("cpu", "auto", None, "float32"),  # emulated bf16 would be slower than fp32: not even measured
+        ("cpu", "float32", 2.0, "float32"),
+        ("cpu", "bfloat16", None, "bfloat16"),  # asked for: honoured
+        ("cuda", "float32", None, "float32"),
     ],
 )
-def test_embed_precision_choice(device: str, requested: str, native_bf16: bool, expected: str) -> None:
-    assert choose_precision(device, requested, native_bf16) == expected
+def test_embed_precision_choice(device: str, requested: str, bf16_speedup: float | None, expected: str) -> None:
+    assert choose_precision(device, requested, bf16_speedup) == expected
 
 
 def test_half_precision_on_a_cpu_is_refused_with_the_way_out() -> None:
     with pytest.raises(ConfigError, match=r"float16 .* CPU: use auto or bfloat16"):
-        choose_precision("cpu", "float16", True)
+        choose_precision("cpu", "float16", 2.0)
 
 
 def test_an_unknown_embed_precision_is_a_config_error() -> None:
