@@ -6,8 +6,7 @@
   own spaCy pipeline (tagger + dependency parser) and with ours (tagger + senter), same chunks checked;
 * parser process RSS after warm-up and one page, with torch importable and with torch kept out;
 * embed: the project's embed stage on the parsed chunks' token ids, in fp32, in the precision "auto" picks, and
-  in bf16 where the CPU has it natively
-  here when that differs (bf16 on a CPU with native bf16), with the smallest cosine between the two's vectors;
+  in bf16 where the CPU has it natively, each once, with the smallest cosine of each to fp32's vectors;
 * write: embedded-Qdrant upserts of those chunks (random vectors) plus the stale-point deletes per document.
 Prints a table; writes bench/out/stages.json (bench/plot.py draws it).
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,18 +109,25 @@ def test_a_file_over_the_parse_timeout_fails_alone_and_the_files_queued_behind_i
     assert all(rows[name][0] == "indexed" for name in TOPICS)
 
 
-def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path) -> None:
+def _indexed_then_new_model(tmp_path: Path) -> tuple[LocalFolderSpec, str, dict[str, Any]]:
+    """One document indexed with the default model; returns (source, ledger URL, the config of a new model).
+    The same weights under another name stand in for a new model: a local model folder."""
     docs = tmp_path / "docs"
     docs.mkdir()
     write_document(docs / "tides.txt", "Tides rise and fall twice a day because of the moon.")
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger_url))
-    # The same weights under another name stand in for a new model: a local model folder.
+    spec = LocalFolderSpec(path=str(docs))
+    rag_sync(spec, config_for(tmp_path, ledger_url))
     other = tmp_path / "minilm-copy"
     shutil.copytree(_model_dir(), other)
-    result = rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger_url, embedding_model=str(other)))
+    return spec, ledger_url, config_for(tmp_path, ledger_url, embedding_model=str(other))
+
+
+def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path) -> None:
+    spec, ledger_url, config = _indexed_then_new_model(tmp_path)
+    result = rag_sync(spec, config)
     assert result["changed"] == 1
-    services = open_services(load_config(config_for(tmp_path, ledger_url, embedding_model=str(other))))
+    services = open_services(load_config(config))
     assert services.store.alias_target() == "documents__minilm-copy__384"
     assert [c.name for c in services.store.client.get_collections().collections] == ["documents__minilm-copy__384"]
     assert_consistent(services.store.client, services.store.collection, ledger_url)
@@ -130,14 +138,7 @@ def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_syn
 ) -> None:
     from flows.rag.store import VectorStore
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    write_document(docs / "tides.txt", "Tides rise and fall twice a day because of the moon.")
-    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger_url))
-    other = tmp_path / "minilm-copy"
-    shutil.copytree(_model_dir(), other)
-    config = config_for(tmp_path, ledger_url, embedding_model=str(other))
+    spec, _, config = _indexed_then_new_model(tmp_path)
 
     def crash(self: VectorStore) -> None:
         raise RuntimeError("killed between the last batch and the alias swap")
@@ -145,9 +146,9 @@ def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_syn
     with monkeypatch.context() as patch:
         patch.setattr(VectorStore, "publish", crash)
         with pytest.raises(RuntimeError, match="alias swap"):
-            rag_sync(LocalFolderSpec(path=str(docs)), config)
+            rag_sync(spec, config)
     # Every document is already on the new model, so the re-run has nothing to ingest; it must still publish.
-    result = rag_sync(LocalFolderSpec(path=str(docs)), config)
+    result = rag_sync(spec, config)
     assert (result["changed"], result["chunks"]) == (0, 0)
     store = open_services(load_config(config)).store
     assert store.alias_target() == "documents__minilm-copy__384"
