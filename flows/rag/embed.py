@@ -51,6 +51,13 @@ def choose_precision(device: str, requested: Precision, bf16_speedup: float | No
     return requested
 
 
+def forward_threads(cores: int, busy_parsers: int) -> int:
+    """Torch threads for a CPU forward pass while ``busy_parsers`` parser processes work beside it: the cores they
+    leave, at least one. Oversubscribed, torch's threads wait at every barrier for one the OS has preempted: 300
+    python-doc pages on 2 cores took 161 s with 2 threads throughout and 145 s with this (docs/benchmarks.md)."""
+    return max(1, cores - busy_parsers)
+
+
 def cpu_has_native_bf16() -> bool:
     import torch
 
@@ -110,16 +117,29 @@ class Embedder:
             self.bf16_speedup = measure_bf16_speedup(self.model, self.window)
             self.precision = choose_precision(self.device, precision, self.bf16_speedup)
             self.model.to(getattr(torch, self.precision))
+        self.cpu_threads = torch.get_num_threads()  # torch's default: one per core
         self.dim = model_dimension(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
-    def embed_token_ids(self, token_ids: Sequence[Sequence[int]], batch_size: int | None = None) -> np.ndarray:
-        """Unit-length float32 vectors, in input order."""
-        torch = self._torch
-        batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
-        count = len(token_ids)
-        if count == 0:
+    def embed_token_ids(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int | None = None, cpu_threads: int | None = None
+    ) -> np.ndarray:
+        """Unit-length float32 vectors, in input order. ``cpu_threads``: torch's threads for this call on a CPU
+        (restored after it); unset, all of them."""
+        if len(token_ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
+        if self.device != "cpu" or cpu_threads is None:
+            return self._embed_sorted(token_ids, batch_size or DEFAULT_BATCH_SIZE[self.device])
+        previous = self._torch.get_num_threads()
+        self._torch.set_num_threads(cpu_threads)
+        try:
+            return self._embed_sorted(token_ids, batch_size or DEFAULT_BATCH_SIZE["cpu"])
+        finally:
+            self._torch.set_num_threads(previous)
+
+    def _embed_sorted(self, token_ids: Sequence[Sequence[int]], batch_size: int) -> np.ndarray:
+        torch = self._torch
+        count = len(token_ids)
         order = sorted(range(count), key=lambda i: len(token_ids[i]))
         pieces = []
         with torch.inference_mode():

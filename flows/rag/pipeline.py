@@ -2,7 +2,8 @@
 
 * fetch threads download (or open) files and hand them to the parser processes;
 * the calling thread embeds documents as their parses complete, a group of chunks at a time (it loads the
-  model when the first group is ready, so the parsers are already at work while it loads);
+  model when the first group is ready, so the parsers are already at work while it loads); on a CPU its forward
+  pass leaves the parsers still at work their cores;
 * one writer thread upserts each group, drops the documents' stale points, then records them indexed.
 
 Order per document is what makes a crash at any instant safe: the ledger says *pending* before any point
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flows.common import progress
 from flows.rag.config import RagConfig
-from flows.rag.embed import Embedder
+from flows.rag.embed import Embedder, forward_threads
 from flows.rag.ids import point_id
 from flows.rag.ledger import DocumentOutcome, RagLedger
 from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocument, ParseProblem, parse_file
@@ -210,7 +211,8 @@ class BatchIndexer:
                 if failed_now:
                     writes.append(writer.submit(self._write_problems, failed_now))
                 if sum(len(p.chunks) for _, p in group) >= _GROUP_CHUNKS or (not pending and group):
-                    writes.append(writer.submit(self._write_group, group, self._embed(group)))
+                    busy_parsers = min(self.parsers.workers, len(pending))
+                    writes.append(writer.submit(self._write_group, group, self._embed(group, busy_parsers)))
                     group = []
                     self._raise_write_errors(writes)
             for write in writes:
@@ -218,11 +220,12 @@ class BatchIndexer:
         self.report.seconds["total"] = time.perf_counter() - started
         return self.report
 
-    def _embed(self, group: list[tuple[DocumentRef, ParsedDocument]]) -> Any:
+    def _embed(self, group: list[tuple[DocumentRef, ParsedDocument]], busy_parsers: int) -> Any:
         embedder = self.load_embedder()
         started = time.perf_counter()
         token_ids = [chunk.token_ids for _, parsed in group for chunk in parsed.chunks]
-        vectors = embedder.embed_token_ids(token_ids, self.config.embed_batch_size)
+        threads = forward_threads(embedder.cpu_threads, busy_parsers)
+        vectors = embedder.embed_token_ids(token_ids, self.config.embed_batch_size, threads)
         self.report.seconds["embed"] += time.perf_counter() - started
         return vectors
 

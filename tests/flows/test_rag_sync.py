@@ -172,6 +172,48 @@ def test_a_sync_with_nothing_to_do_does_not_need_the_vector_store(tmp_path: Path
         rag_sync(LocalFolderSpec(path=str(docs)), nowhere)
 
 
+def test_the_forward_pass_leaves_busy_parsers_their_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Torch on every core beside busy parser processes waits at each barrier for a preempted thread: while parses
+    are still under way the embedding runs on the cores the parsers leave, and on all of them after."""
+    import threading
+
+    import torch
+
+    from flows.rag import pipeline
+    from flows.rag.embed import Embedder
+
+    docs = tmp_path / "docs"
+    make_corpus(docs)
+    first_embed_done = threading.Event()
+    parse_calls = iter(range(len(TOPICS)))
+    original_parse, original_embed = pipeline.BatchIndexer._fetch_and_parse, Embedder.embed_token_ids
+    threads_used: list[int | None] = []
+
+    def parse_one_then_wait(self: pipeline.BatchIndexer, ref: Any) -> Any:
+        if next(parse_calls) > 0:  # the rest stay under way until the first document's chunks are embedded
+            assert first_embed_done.wait(60)
+        return original_parse(self, ref)
+
+    def recording_embed(self: Embedder, token_ids: Any, batch_size: Any = None, cpu_threads: Any = None) -> Any:
+        threads_used.append(cpu_threads)
+        vectors = original_embed(self, token_ids, batch_size, cpu_threads)
+        first_embed_done.set()
+        return vectors
+
+    monkeypatch.setattr(pipeline, "_GROUP_CHUNKS", 1)  # embed each document as soon as it is parsed
+    monkeypatch.setattr(pipeline.BatchIndexer, "_fetch_and_parse", parse_one_then_wait)
+    monkeypatch.setattr(Embedder, "embed_token_ids", recording_embed)
+    result = rag_sync(
+        LocalFolderSpec(path=str(docs)), config_for(tmp_path, f"sqlite:///{tmp_path / 'l.db'}", parse_workers=1)
+    )
+
+    cores = get_embedder(MODEL).cpu_threads
+    assert result["indexed"] == len(TOPICS) and len(threads_used) >= 2
+    assert threads_used[0] == max(1, cores - 1)  # one parser still at work
+    assert threads_used[-1] == cores  # nothing left to parse
+    assert torch.get_num_threads() == cores  # restored after each call
+
+
 def _model_dir() -> str:
     from flows.rag.model_files import resolve_model_dir
 
