@@ -54,7 +54,7 @@ def choose_precision(device: str, requested: Precision, bf16_speedup: float | No
 def forward_threads(cores: int, busy_parsers: int) -> int:
     """Torch threads for a CPU forward pass while ``busy_parsers`` parser processes work beside it: the cores they
     leave, at least one. Oversubscribed, torch's threads wait at every barrier for one the OS has preempted: 300
-    python-doc pages on 2 cores took 161 s with 2 threads throughout and 145 s with this (docs/benchmarks.md)."""
+    python-doc pages on 2 cores took 161 s with 2 threads throughout and 148 s with this (docs/benchmarks.md)."""
     return max(1, cores - busy_parsers)
 
 
