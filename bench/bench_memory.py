@@ -6,13 +6,15 @@ interpreter, in the order an ingest reaches them.
 Prints VmRSS after each step and VmHWM (the peak) after an embedding pass at each batch size, with its
 chunks/s: the transient activations are what the peak adds over the steady state. ``--width-step 1`` pads each
 batch to its exact longest chunk instead of the stage's multiple (in bf16 every new width costs a kernel build
-and its cache). Writes bench/out/memory.json.
+and its cache). ``--threads 1 2`` embeds each group of 512 chunks on those torch thread counts in turn, as the
+pipeline does when parser processes go busy and idle beside it. Writes bench/out/memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+GROUP_CHUNKS = 512  # as flows/rag/pipeline.py embeds them
 IMPORTS = ["prefect", "flows.rag.sync", "flows.rag.ingest", "torch", "transformers"]
 
 
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     parser.add_argument("--files", type=int, default=8, help="python-doc pages whose chunks are embedded")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--width-step", type=int, help="pad batches to multiples of this; default: the stage's own")
+    parser.add_argument("--threads", type=int, nargs="+", help="torch threads per group, in turn; default: all cores")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args(argv)
 
@@ -69,11 +73,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     for batch in args.batch_sizes:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         started = time.perf_counter()
-        embedder.embed_texts(texts, batch)
+        threads = itertools.cycle(args.threads or [None])
+        for start in range(0, len(texts), GROUP_CHUNKS):
+            embedder.embed_texts(texts[start : start + GROUP_CHUNKS], batch, next(threads))
         rate = len(texts) / (time.perf_counter() - started)
         rows.append({"step": f"peak after embedding, batch {batch}", "rss_mb": status_mb("VmHWM"), "chunks_s": rate})
 
-    print(f"\n{len(texts)} chunks of {args.files} python-doc pages embedded on CPU")
+    on = f"threads {' '.join(map(str, args.threads))} in turn" if args.threads else "all cores"
+    print(f"\n{len(texts)} chunks of {args.files} python-doc pages embedded on CPU, {on}")
     print(f"{'step':<50} {'MB':>7} {'+MB':>7} {'chunks/s':>9}")
     previous = 0.0
     for row in rows:

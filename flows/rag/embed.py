@@ -174,12 +174,14 @@ class Embedder:
         sums = self._torch.bmm(weights, tokens).squeeze(1).float()
         return sums / mask.sum(dim=1, keepdim=True).clamp(min=1)
 
-    def embed_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+    def embed_texts(
+        self, texts: Sequence[str], batch_size: int | None = None, cpu_threads: int | None = None
+    ) -> np.ndarray:
         """For queries and benchmarks: tokenize here (truncating at the window), then embed."""
         encodings = self.tokenizer.encode_batch(list(texts))
         # Over-long text keeps its closing special token, as the model saw it in training.
         ids = [e.ids if len(e.ids) <= self.window else [*e.ids[: self.window - 1], e.ids[-1]] for e in encodings]
-        return self.embed_token_ids(ids, batch_size)
+        return self.embed_token_ids(ids, batch_size, cpu_threads)
 
 
 @lru_cache(maxsize=2)
