@@ -175,6 +175,7 @@ def test_a_sync_with_nothing_to_do_does_not_need_the_vector_store(tmp_path: Path
 def test_the_forward_pass_leaves_busy_parsers_their_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Torch on every core beside busy parser processes waits at each barrier for a preempted thread: while parses
     are still under way the embedding runs on the cores the parsers leave, and on all of them after."""
+    import itertools
     import threading
 
     import torch
@@ -185,7 +186,7 @@ def test_the_forward_pass_leaves_busy_parsers_their_cores(tmp_path: Path, monkey
     docs = tmp_path / "docs"
     make_corpus(docs)
     first_embed_done = threading.Event()
-    parse_calls = iter(range(len(TOPICS)))
+    parse_calls = itertools.count()
     original_parse, original_embed = pipeline.BatchIndexer._fetch_and_parse, Embedder.embed_token_ids
     threads_used: list[int | None] = []
 
