@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -126,23 +127,14 @@ class Embedder:
     ) -> np.ndarray:
         """Unit-length float32 vectors, in input order. ``cpu_threads``: torch's threads for this call on a CPU
         (restored after it); unset, all of them."""
-        if len(token_ids) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        if self.device != "cpu" or cpu_threads is None:
-            return self._embed_sorted(token_ids, batch_size or DEFAULT_BATCH_SIZE[self.device])
-        previous = self._torch.get_num_threads()
-        self._torch.set_num_threads(cpu_threads)
-        try:
-            return self._embed_sorted(token_ids, batch_size or DEFAULT_BATCH_SIZE["cpu"])
-        finally:
-            self._torch.set_num_threads(previous)
-
-    def _embed_sorted(self, token_ids: Sequence[Sequence[int]], batch_size: int) -> np.ndarray:
         torch = self._torch
+        batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
         count = len(token_ids)
+        if count == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
         order = sorted(range(count), key=lambda i: len(token_ids[i]))
         pieces = []
-        with torch.inference_mode():
+        with self._threads(cpu_threads), torch.inference_mode():
             for start in range(0, count, batch_size):
                 rows = order[start : start + batch_size]
                 longest = max(len(token_ids[i]) for i in rows)
@@ -163,6 +155,19 @@ class Embedder:
         result = np.empty_like(stacked)
         result[np.asarray(order)] = stacked
         return result
+
+    @contextmanager
+    def _threads(self, cpu_threads: int | None) -> Iterator[None]:
+        """torch's thread count for the block, restored after it; nothing to do on CUDA or when unset."""
+        if self.device != "cpu" or cpu_threads is None:
+            yield
+            return
+        previous = self._torch.get_num_threads()
+        self._torch.set_num_threads(cpu_threads)
+        try:
+            yield
+        finally:
+            self._torch.set_num_threads(previous)
 
     def _pool(self, ids: Any, mask: Any) -> Any:
         hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=self._torch.zeros_like(ids))
