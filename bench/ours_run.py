@@ -27,12 +27,14 @@ PEER_CHUNKING = {
 
 def main() -> None:
     docs, data_dir, processes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    from flows.rag.config import load_config
     from flows.rag.parser_pool import get_parser_pool
     from flows.rag.sources.local import LocalFolderSpec
     from flows.rag.sync import rag_sync
 
-    stats = rag_sync(LocalFolderSpec(path=docs), {"data_dir": data_dir, "parse_workers": processes, **PEER_CHUNKING})
-    get_parser_pool(processes).shutdown()
+    config = {"data_dir": data_dir, "parse_workers": processes, **PEER_CHUNKING}
+    stats = rag_sync(LocalFolderSpec(path=docs), config)
+    get_parser_pool(processes, load_config(config).parse_memory_mb).shutdown()
     print(
         json.dumps({k: stats[k] for k in ("indexed", "failed", "skipped", "chunks", "split_chunks", "stage_seconds")})
     )

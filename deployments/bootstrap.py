@@ -11,8 +11,10 @@
    pool) is the ``env()`` of the saved ``node-<pool>`` block: edit the block, re-run, and the pool follows;
 4. creates the global concurrency limits ``gpu:starlord`` and ``gpu:thanos`` (one slot each) or resets
    their limit to one;
-5. creates the notification block ``swarm-alerts`` (a webhook to ``SWARM_ALERT_WEBHOOK_URL``) if missing,
-   and creates or replaces the automations of ``deployments/automations/*.yaml`` by name.
+5. saves the Webhook block ``swarm-alertmanager`` (Alertmanager's ``/api/v2/alerts`` at
+   ``SWARM_ALERTMANAGER_URL``) when that is set; with neither the setting nor a saved block it warns that
+   alerts have no target and leaves out the automations that alert;
+6. creates or replaces the automations of ``deployments/automations/*.yaml`` by name.
 Service blocks (PostgresLedger, QdrantConnection, RedisServer, OpenAICompatibleEndpoint, SearxngServer) hold
 credentials this command cannot know: save them yourself (README) and name them in the flows' ``*_block``
 parameters. Then deploy with ``prefect --no-prompt deploy --all``.
@@ -27,13 +29,23 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+
+from flows.common.errors import ConfigError, SwarmError
 
 HERE = Path(__file__).resolve().parent
 POOLS = ("oracle", "starlord", "thanos")
 GPU_LIMITS = {"gpu:starlord": 1, "gpu:thanos": 1}
-ALERT_BLOCK = "swarm-alerts"
+ALERT_BLOCK = "swarm-alertmanager"
+ALERTMANAGER_ENV = "SWARM_ALERTMANAGER_URL"
+ALERTS_API = "/api/v2/alerts"
+NO_ALERT_TARGET = (
+    f"WARNING: no alert target: {ALERTMANAGER_ENV} is not set and no Webhook block {ALERT_BLOCK!r} is saved, "
+    "so the automations that alert (service down, backup failed or missing) were not created. "
+    f"Set {ALERTMANAGER_ENV}=http://oracle:9093 (Alertmanager) and run the bootstrap again."
+)
 BLOCK_REF = "block:"
 
 
@@ -111,21 +123,52 @@ def ensure_gpu_limits(client: Any) -> list[str]:
     return list(GPU_LIMITS)
 
 
-def ensure_alert_block() -> str:
-    """The webhook the automations notify through; an existing block (edited in the UI) is kept as is."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+def alertmanager_alerts_url(base: str) -> str:
+    """Alertmanager's alerts endpoint from its base URL (``http://oracle:9093``; the endpoint itself is accepted)."""
+    parts = urlsplit(base.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{ALERTMANAGER_ENV} must be Alertmanager's http(s) URL like http://oracle:9093, got {base!r}"
+        )
+    return base.strip().rstrip("/").removesuffix(ALERTS_API) + ALERTS_API
+
+
+def alert_webhook(url: str) -> Any:
+    """The Webhook block the automations post alerts through (their payloads are Alertmanager's JSON list)."""
+    from prefect.blocks.webhook import Webhook
+
+    # Alertmanager answers 415 to a body without this header, and Prefect counts any answer a success.
+    return Webhook(method="POST", url=url, headers={"Content-Type": "application/json"})
+
+
+def ensure_alert_block() -> str | None:
+    """The id of the Webhook block the automations post alerts through, or None when there is no target.
+
+    ``SWARM_ALERTMANAGER_URL`` set: the block is saved with it (created, or its URL updated). Unset: a saved
+    block (edited in the UI) is kept as is."""
+    from prefect.blocks.webhook import Webhook
 
     from flows.common.blocks import find_block
 
-    block = find_block(CustomWebhookNotificationBlock, ALERT_BLOCK)
-    if block is None:
-        url = os.environ.get("SWARM_ALERT_WEBHOOK_URL", "http://127.0.0.1:9093/swarm-alerts")
-        block = CustomWebhookNotificationBlock(
-            name=ALERT_BLOCK, url=url, json_data={"title": "{{subject}}", "text": "{{body}}"}
-        )
-        block.save(ALERT_BLOCK)
-        block = CustomWebhookNotificationBlock.load(ALERT_BLOCK)
-    return str(block._block_document_id)
+    block = find_block(Webhook, ALERT_BLOCK)
+    base = os.environ.get(ALERTMANAGER_ENV, "").strip()
+    if base:
+        url = alertmanager_alerts_url(base)
+        if block is None or block.url.get_secret_value() != url:
+            alert_webhook(url).save(ALERT_BLOCK, overwrite=True)
+            block = Webhook.load(ALERT_BLOCK)
+    return None if block is None else str(block._block_document_id)
+
+
+def block_refs(spec: Any) -> set[str]:
+    """The names of the ``"block:<name>"`` values in an automation spec."""
+    if isinstance(spec, dict):
+        return set().union(*map(block_refs, spec.values()))
+    if isinstance(spec, list):
+        return set().union(*map(block_refs, spec))
+    if isinstance(spec, str) and spec.startswith(BLOCK_REF):
+        return {spec.removeprefix(BLOCK_REF)}
+    return set()
 
 
 def resolve_block_refs(spec: Any, block_ids: dict[str, str]) -> Any:
@@ -139,20 +182,29 @@ def resolve_block_refs(spec: Any, block_ids: dict[str, str]) -> Any:
     return spec
 
 
-def load_automations(folder: Path, block_ids: dict[str, str]) -> list[Any]:
+def load_automations(folder: Path, block_ids: dict[str, str], left_out: frozenset[str] = frozenset()) -> list[Any]:
+    """The automations of ``folder``, without those that need a block named in ``left_out``."""
     from prefect.automations import Automation
 
+    specs = [yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))]
     return [
-        Automation.model_validate(resolve_block_refs(yaml.safe_load(path.read_text()), block_ids))
-        for path in sorted(folder.glob("*.yaml"))
+        Automation.model_validate(resolve_block_refs(spec, block_ids))
+        for spec in specs
+        if not block_refs(spec) & left_out
     ]
 
 
 def ensure_automations(client: Any, folder: Path) -> list[str]:
     from prefect.events.schemas.automations import AutomationCore
 
+    alert_block = ensure_alert_block()
+    block_ids, left_out = {}, frozenset({ALERT_BLOCK})
+    if alert_block:
+        block_ids, left_out = {ALERT_BLOCK: alert_block}, frozenset()
+    else:
+        print(NO_ALERT_TARGET, file=sys.stderr)
     names = []
-    for automation in load_automations(folder, {ALERT_BLOCK: ensure_alert_block()}):
+    for automation in load_automations(folder, block_ids, left_out):
         existing = client.read_automations_by_name(automation.name)
         if existing:
             # the update endpoint refuses owner_resource, the create endpoint accepts it
@@ -179,12 +231,31 @@ def bootstrap(folder: Path = HERE) -> dict[str, list[str]]:
     return done
 
 
+def print_preflight() -> None:
+    """This node's preflight table (``swarm doctor``), alert target included. The node is SWARM_NODE or the
+    host name, else oracle, where the bootstrap runs. Its failures are the operator's to fix (blocks not saved
+    yet, folders to create): the bootstrap itself succeeded, so they do not change its exit code."""
+    from flows.ops.preflight import load_spec, local_node, preflight_report
+    from flows.ops.preflight_checks import format_lines, summary
+
+    node = local_node(None, load_spec()) or "oracle"
+    results = preflight_report(node, alert_target=True)
+    print("\n".join(format_lines(results)))
+    print(summary(node, results))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=HERE, help="where work-pools/ and automations/ are")
     args = parser.parse_args(argv)
-    for kind, names in bootstrap(args.folder).items():
+    try:
+        done = bootstrap(args.folder)
+    except SwarmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for kind, names in done.items():
         print(f"{kind}: {', '.join(names)}")
+    print_preflight()
     return 0
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 # Quiet Prefect's console logging before it is imported; the run is still recorded with full logs.
 if "-v" not in sys.argv and "--verbose" not in sys.argv:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # A failed run is reported here as one line; Prefect's report of it (a traceback) stays in the run's logs.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 # No usage telemetry from the temporary Prefect server: this machine may have no route out.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Without PREFECT_API_URL, Prefect starts a temporary server whose first start on a fresh machine migrates its
@@ -23,6 +27,8 @@ from rich.table import Table
 
 from flows.common import progress
 from flows.common.errors import ConfigError, SwarmError
+from flows.common.faults import as_swarm_error
+from flows.common.process_group import lead_own_group
 from flows.rag.report import SUMMARY_FIELDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Swarm cluster pipelines.")
@@ -38,17 +44,45 @@ Model = Annotated[str | None, typer.Option(help="Embedding model [SWARM_EMBEDDIN
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
-    """Flags that were given; the rest comes from SWARM_* variables or defaults."""
-    api_key = os.environ.get("SWARM_QDRANT_API_KEY")
-    given = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if v is not None}
-    if api_key and "qdrant_api_key" not in given:
-        given["qdrant_api_key"] = api_key
-    return given
+    """Flags that were given; the rest comes from SWARM_* variables or defaults (SWARM_QDRANT_API_KEY among
+    them: read by the run itself, never copied into its parameters)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if v is not None}
 
 
 def _fail(error: SwarmError) -> None:
-    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    from flows.common.redact import redact  # the last guard: a library's reason may quote a password
+
+    line = " ".join(redact(str(error)).split())  # one line, also where a library's reason spans several
+    err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
+
+
+def _written_folders(config: dict[str, Any]) -> list[Path]:
+    """Where a run writes: the embedded Qdrant, a SQLite ledger, the data folder."""
+    from flows.rag.config import load_config
+
+    try:
+        settings = load_config(config)
+    except SwarmError:
+        return []
+    ledger = settings.resolved_ledger_url
+    sqlite = [Path(ledger.removeprefix("sqlite:///")).parent] if ledger.startswith("sqlite:///") else []
+    return [settings.resolved_qdrant_path, *sqlite, settings.data_dir]
+
+
+@contextmanager
+def _one_line_errors(verbose: bool = False, config: dict[str, Any] | None = None) -> Iterator[None]:
+    """Any failure as one line: ours as they are, a full disk, a read-only folder or a lost service by its cause,
+    anything else by its type (its traceback with --verbose)."""
+    try:
+        yield
+    except SwarmError as error:
+        _fail(error)
+    except Exception as exc:
+        fault = as_swarm_error(exc, _written_folders(config or {}))
+        if fault is None and verbose:
+            raise
+        _fail(fault or SwarmError(f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"))
 
 
 @app.command()
@@ -70,6 +104,7 @@ def ingest(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Index a folder into the vector store (new, changed and removed files only)."""
+    lead_own_group()  # the temporary Prefect server and the parsers die with this command, however it ends
     from flows.rag.config import load_config
     from flows.rag.services import open_services
     from flows.rag.sources.local import LocalFolderSpec
@@ -93,22 +128,22 @@ def ingest(
         elif what == "files":
             bar.advance(task_id, advance)
 
-    try:
-        # Check flags, folder, ledger and Qdrant before a flow run starts: a mistake is one line, not a run.
+    with _one_line_errors(verbose, config):
+        # Check flags, folder and ledger before a flow run starts: a mistake is one line, not a run. Not the store:
+        # a sync with nothing to do never opens it, and one with work reports an unreachable store the same way.
         services = open_services(load_config(config))
-        _ = services.store
         spec = LocalFolderSpec(path=str(path.expanduser().resolve()))
         services.source(spec)
         with bar, progress.listening(on_progress):
             stats = rag_sync(spec, config)
-    except SwarmError as error:
-        _fail(error)
     table = Table(title=f"Synced {path}", show_header=False)
     for key, label in SUMMARY_FIELDS:
         table.add_row(label, str(stats.get(key, 0)))
     out.print(table)
     for doc_path, status, reason in stats.get("problems", []):
         out.print(f"  {status:8} {doc_path}: {reason}", highlight=False, soft_wrap=True)
+    for warning in stats.get("warnings", []):
+        err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -127,7 +162,7 @@ def search(
     from flows.rag.embed import get_embedder
     from flows.rag.services import open_services
 
-    try:
+    with _one_line_errors():
         config = load_config(
             _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url,
                        qdrant_path=qdrant_path, collection=collection, embedding_model=model)
@@ -135,8 +170,6 @@ def search(
         services = open_services(config)
         vector = get_embedder(config.embedding_model, config.device, config.embed_precision).embed_texts([query])[0]
         hits = services.store.search(vector, k)
-    except SwarmError as error:
-        _fail(error)
     if not hits:
         out.print("no results (is anything indexed? try `swarm status`)")
         return
@@ -162,13 +195,11 @@ def status(
     from flows.rag.config import load_config
     from flows.rag.ledger import RagLedger
 
-    try:
+    with _one_line_errors():
         config = load_config(_overrides(data_dir=data_dir, ledger_url=ledger_url))
         ledger = RagLedger(Database(config.resolved_ledger_url))
         counts = ledger.status_counts()
         last = ledger.last_run()
-    except SwarmError as error:
-        _fail(error)
     table = Table(title="Documents by status")
     table.add_column("status")
     table.add_column("documents", justify="right")
@@ -186,6 +217,70 @@ def status(
             highlight=False,
             soft_wrap=True,
         )
+
+
+@app.command()
+def verify(
+    path: Annotated[Path | None, typer.Argument(help="Only this indexed folder; default: every source.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Re-index what the store lacks, delete strays.")] = False,
+    data_dir: DataDir = None,
+    ledger_url: LedgerUrl = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_path: QdrantPath = None,
+    collection: Collection = None,
+    model: Model = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Compare the ledger with the vector store per document (run after every Qdrant restore)."""
+    lead_own_group()
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.verify import rag_verify
+
+    config = _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
+                        collection=collection, embedding_model=model)  # fmt: skip
+    with _one_line_errors(verbose, config):
+        spec = LocalFolderSpec(path=str(path.expanduser().resolve())) if path else None
+        result = rag_verify(config, spec, repair)
+    drift = result["drift"]
+    out.print(
+        f"{result['documents']} documents in the ledger, {result['points']} points in {result['collection']}:"
+        f" {f'{len(drift)} drifted' if drift else 'no drift'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if drift:
+        table = Table(*drift[0])
+        for row in drift:
+            table.add_row(*row.values())
+        out.print(table)
+    if repaired := result.get("repaired"):
+        out.print(
+            f"repaired: {repaired['marked_for_reingest']} marked for re-ingest"
+            + (f" and re-indexed ({result['sync']['indexed']} indexed)" if "sync" in result else " (at the next sync)")
+            + f", {repaired['stray_documents_deleted']} unknown documents' points deleted",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def doctor(
+    node: Annotated[str | None, typer.Option(help="Pool whose deployments to check [SWARM_NODE, host name].")] = None,
+    min_free_gib: Annotated[float, typer.Option(help="Free disk wanted under each folder written.")] = 10.0,
+    min_gpu_free_mib: Annotated[float, typer.Option(help="Free memory wanted on some GPU.")] = 1024.0,
+) -> None:
+    """Check that this node has what its deployments need (the preflight flow's checks); exit 1 on a failure."""
+    from flows.ops.preflight import Limits, preflight_report, require_node
+    from flows.ops.preflight_checks import failed, format_lines, summary
+
+    with _one_line_errors():
+        name = require_node(node)
+        results = preflight_report(name, Limits(min_free_gib=min_free_gib, min_gpu_free_mib=min_gpu_free_mib))
+    for line in format_lines(results):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    out.print(summary(name, results), highlight=False)
+    if failed(results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

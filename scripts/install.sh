@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the project into ./.venv (Python 3.11). Usage: scripts/install.sh [--test]
+# Installs the project into ./.venv (Python 3.11). Usage: [PYTHON=/usr/bin/python3.11] scripts/install.sh [--test]
+# PYTHON is the interpreter of both venvs (default: python3.11 on PATH; Debian 12's own 3.11.2 works).
 #   1. the CPU build of torch first, pinned by constraints.txt for the rest of the install;
 #   2. the project (editable) with its dependencies, plus the test extras with --test;
 #   3. unstructured-inference without its dependencies: unstructured imports it even for
@@ -8,7 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
-python3.11 -m venv .venv
+PYTHON="${PYTHON:-python3.11}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+  || { echo "error: PYTHON=$PYTHON is not a Python 3.11 interpreter" >&2; exit 2; }
+# Debian ships venv's pip bootstrap (ensurepip) in a package of its own.
+if ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -y install python3.11-venv"
+  $apt || { $sudo apt-get -qq update && $apt; } \
+    || { echo "error: $PYTHON cannot make a venv; install Debian's python3.11-venv" >&2; exit 2; }
+fi
+"$PYTHON" -m venv .venv
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q "torch==2.13.0"
@@ -18,6 +30,29 @@ pip install -q --no-deps "unstructured-inference==1.6.14"
 # gpt-researcher pins numpy<2.3 (the project needs 2.4), so the research flow runs it in its own venv,
 # one child process per query (flows/research). Only the tests and the thanos node need it.
 if [ -n "$extras" ] || [ "${SWARM_WITH_GPTR:-}" = "1" ]; then
-  [ -x .venv-gptr/bin/python ] || python3.11 -m venv .venv-gptr
+  [ -x .venv-gptr/bin/python ] || "$PYTHON" -m venv .venv-gptr
   .venv-gptr/bin/pip install -q -r flows/research/gptr-requirements.txt
 fi
+
+# The alerting tests run Debian's monitoring stack, each server on a free loopback port with its own data
+# folder; the packages' own services must not start and take ports 9090-9100, now or at boot.
+install_monitoring() {
+  local pkgs="prometheus prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway"
+  local p missing="" sudo="" policy=/usr/sbin/policy-rc.d own_policy="" rc=0
+  for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing="$missing $p"
+  done
+  [ -n "$missing" ] || return 0
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ ! -e "$policy" ]; then  # exit 101: "do not start services" to every postinst
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && own_policy=1
+  fi
+  local apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -y --no-install-recommends"
+  # shellcheck disable=SC2086
+  $apt install $missing || { $apt update && $apt install $missing; } || rc=$?
+  [ -z "$own_policy" ] || $sudo rm -f "$policy"
+  # shellcheck disable=SC2086
+  [ "$rc" != 0 ] || [ ! -d /run/systemd/system ] || $sudo systemctl disable --now $missing 2>/dev/null || true
+  return "$rc"
+}
+[ -z "$extras" ] || install_monitoring

@@ -1,5 +1,6 @@
 """Shared fixtures: a throwaway PostgreSQL database per test session, ledger URLs for both backends,
-and the Prefect test harness (one per session; see CONVENTIONS §9)."""
+and the Prefect test harness (one per session: two nested harnesses would fight over one API; see
+docs/prefect-practice.md)."""
 
 from __future__ import annotations
 

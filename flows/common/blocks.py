@@ -13,11 +13,11 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
-from pydantic import SecretStr
 
 from blocks.postgres import PostgresLedger
 from blocks.qdrant import QdrantConnection
 from flows.common.errors import ConfigError
+from flows.common.redact import refuse_password
 
 B = TypeVar("B", bound=Block)
 
@@ -54,8 +54,10 @@ def load_block(block_cls: type[B], name: str | None, parameter: str) -> B | None
 
 
 def resolve_postgres_url(block_name: str | None, url: str | None, parameter: str) -> str | None:
-    """The named PostgresLedger block's URL with its password, else ``url``. The result may hold a password:
-    pass it on, never log it (``redact_url`` for messages)."""
+    """The named PostgresLedger block's URL with its password, else ``url`` (a ``postgres_dsn`` parameter,
+    refused when it holds a password). The result may hold a password: pass it on, never log it (``redact``
+    for messages)."""
+    refuse_password("postgres_dsn", url)
     block = load_block(PostgresLedger, block_name, parameter)
     return block.connection_url() if block else url
 
@@ -67,7 +69,9 @@ def data_dir() -> Path:
 
 def resolve_ledger_url(ledger_block: str | None, url: str | None) -> str:
     """Where a flow's ledger is: its ``ledger_block`` or ``ledger_url`` parameter, else the node's
-    SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``data_dir()``."""
+    SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``data_dir()``. A password may come
+    from the block or the environment, never from ``url`` (a run parameter)."""
+    refuse_password("ledger_url", url)
     if ledger_block:
         return _ledger_block_url(ledger_block, "ledger_block")
     if url:
@@ -84,10 +88,11 @@ def _ledger_block_url(name: str, setting: str) -> str:
 
 
 def resolve_qdrant(
-    qdrant_block: str | None, url: str | None, path: str | None, api_key: SecretStr | None
+    qdrant_block: str | None, url: str | None, path: str | None
 ) -> tuple[str | None, str | None, str | None]:
     """``(url, path, api_key)`` of Qdrant: the named QdrantConnection block (a server) wins over the rest;
-    without one, the key defaults to ``QDRANT_API_KEY``."""
+    without one, the key is the node's ``QDRANT_API_KEY`` (a key is never a run parameter)."""
+    refuse_password("qdrant_url", url)
     if block := load_block(QdrantConnection, qdrant_block, "qdrant_block"):
         return block.url, None, block.api_key_value()
-    return url, path, api_key.get_secret_value() if api_key else os.environ.get("QDRANT_API_KEY")
+    return url, path, os.environ.get("QDRANT_API_KEY")

@@ -7,7 +7,6 @@ Each component owns its schema as an ordered list of migrations applied by :meth
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 import psycopg
 
 from flows.common.errors import ConfigError, ServiceUnavailable
+from flows.common.redact import has_password, misread_password, redact
 
 
 class Cursor(Protocol):
@@ -30,11 +30,6 @@ class Cursor(Protocol):
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 class Connection:
@@ -69,25 +64,33 @@ class Database:
         self.url = url
         if url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgres"
+            if misread_password(url):
+                raise ConfigError(
+                    f"ledger URL {redact(url)!r}: its password holds a raw '@' or '/', which PostgreSQL reads as"
+                    " part of the host: percent-encode them (%40, %2F)"
+                )
         elif url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self._sqlite_path = Path(url.removeprefix("sqlite:///"))
         else:
-            raise ConfigError(
-                f"ledger URL {redact_url(url)!r} is not supported: use postgresql://... or sqlite:///path"
-            )
+            raise ConfigError(f"ledger URL {redact(url)!r} is not supported: use postgresql://... or sqlite:///path")
         self._schema_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Database({redact_url(self.url)!r})"
+        return f"Database({redact(self.url)!r})"
 
     def _open(self) -> Any:
         if self.dialect == "postgres":
             try:
                 return psycopg.connect(self.url, connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                raise ServiceUnavailable(f"cannot reach the ledger at {redact_url(self.url)}: {reason}") from exc
+            except psycopg.Error as exc:
+                text = str(exc).strip()
+                reason = redact(text.splitlines()[-1] if text else type(exc).__name__, self.url)
+                if isinstance(exc, psycopg.OperationalError):
+                    raise ServiceUnavailable(f"cannot reach the ledger at {redact(self.url)}: {reason}") from exc
+                # libpq could not parse the URL: its reason quotes the part it choked on, maybe a password's
+                detail = "" if has_password(self.url) else f": {reason}"
+                raise ConfigError(f"ledger URL {redact(self.url)!r} is not a valid connection string{detail}") from exc
         try:
             self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             raw = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None)
@@ -109,10 +112,15 @@ class Database:
                 raw.execute("COMMIT")
             else:
                 raw.commit()
-        except BaseException:
+        except BaseException as exc:
             if self.dialect == "sqlite":
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
+            elif isinstance(exc, psycopg.OperationalError):
+                # The server went away mid-transaction (dropped, restarted, connection killed): it rolled back.
+                text = str(exc).strip()
+                reason = redact(text.splitlines()[-1] if text else type(exc).__name__, self.url)
+                raise ServiceUnavailable(f"lost the ledger at {redact(self.url)}: {reason}") from exc
             else:
                 raw.rollback()
             raise

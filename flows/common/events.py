@@ -1,4 +1,4 @@
-"""Event names the flows emit, in one place so automations and code agree (CONVENTIONS §8).
+"""Event names the flows emit, in one place so automations and code agree (docs/prefect-practice.md).
 
 Names follow ``swarm.<domain>.<past-tense-or-state>``; resource ids are ``swarm.<kind>.<name>``.
 """

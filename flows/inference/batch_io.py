@@ -12,7 +12,7 @@ import json
 import os
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,8 @@ def duplicate_ids(items: Iterable[Item]) -> list[str]:
 
 def read_input(path: Path) -> list[Item]:
     """Parse the whole input; a duplicate custom_id refuses the run before anything is sent."""
+    if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+        raise ConfigError(f"batch input {path} is not a regular file")
     try:
         # utf-8-sig: a BOM that an editor put in front of line 1 must not make it "invalid JSON".
         with path.open(encoding="utf-8-sig", errors="replace") as fh:
@@ -107,8 +109,14 @@ def read_input(path: Path) -> list[Item]:
     return items
 
 
+ID_PREFIX = "vllm-"
+# How every line OutputWriter writes begins (the "id" key comes first): a torn last line is a prefix of it.
+LINE_START = b'{"id":"' + ID_PREFIX.encode()
+OUTPUT_KEYS = frozenset({"id", "custom_id", "response", "error"})
+
+
 def _new_ids() -> tuple[str, str]:
-    return f"vllm-{uuid.uuid4().hex}", f"vllm-batch-{uuid.uuid4().hex}"
+    return f"{ID_PREFIX}{uuid.uuid4().hex}", f"{ID_PREFIX}batch-{uuid.uuid4().hex}"
 
 
 def ok_output(custom_id: str, body: Any, status_code: int = 200) -> dict[str, Any]:
@@ -154,29 +162,53 @@ class DoneSet:
             return item.custom_id in self.custom_ids
         return item.line in self.lines_without_id
 
+    def foreign(self, items: Iterable[Item]) -> str | None:
+        """An entry that no line of ``items`` explains (the output of another batch), or None."""
+        ids = {i.custom_id for i in items if i.custom_id is not None}
+        lines = {i.line for i in items if i.custom_id is None}
+        if strangers := sorted(self.custom_ids - ids):
+            return f"custom_id {strangers[0]!r}"
+        if strangers_lines := sorted(self.lines_without_id - lines):
+            return f"an error line for input line {strangers_lines[0]}"
+        return None
+
     def __len__(self) -> int:
         return len(self.custom_ids) + len(self.lines_without_id)
 
 
-def repair_output(path: Path) -> DoneSet:
-    """Truncate a torn last line (a run killed mid-write) and return what is already done.
+def not_an_output(path: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"batch output {path} exists and {why}: it is not this batch's output, so it is left as it is"
+        " (move it, or choose another output_path)"
+    )
 
-    Only the tail can be torn because lines are appended and fsynced one by one.
+
+def repair_output(path: Path, items: Sequence[Item]) -> DoneSet:
+    """Truncate a torn last line (a run killed mid-write) and return what of ``items`` is already done.
+
+    Only the tail can be torn because lines are appended and fsynced one by one. Anything else (a line
+    that is not an output line, a torn tail that is no prefix of one, an entry for no line of ``items``,
+    not a regular file) is refused with the file untouched: no run of this batch wrote it.
     """
     done = DoneSet(set(), set())
     if not path.exists():
         return done
+    if not path.is_file():
+        raise not_an_output(path, "is not a regular file")
     good_end = 0
     with path.open("rb") as fh:  # streamed: outputs with embeddings can be many GB
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break  # no newline: the line in flight when the run died
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+        for n, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n"):  # no newline: the line in flight when the run died
+                if not raw.startswith(LINE_START[: len(raw)]):
+                    raise not_an_output(path, f"its last line {n} is no output line")
                 break
+            obj = _output_line(raw)
+            if obj is None:
+                raise not_an_output(path, f"line {n} is no output line")
             _remember(done, obj)
             good_end += len(raw)
+    if stranger := done.foreign(items):
+        raise not_an_output(path, f"holds {stranger}, which is in no line of this input")
     if good_end < path.stat().st_size:
         with path.open("rb+") as fh:
             fh.truncate(good_end)
@@ -185,9 +217,16 @@ def repair_output(path: Path) -> DoneSet:
     return done
 
 
-def _remember(done: DoneSet, obj: Any) -> None:
-    if not isinstance(obj, dict):
-        return
+def _output_line(raw: bytes) -> dict[str, Any] | None:
+    """The output line ``raw`` holds (vLLM's BatchRequestOutput shape), or None."""
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) and obj.keys() >= OUTPUT_KEYS else None
+
+
+def _remember(done: DoneSet, obj: dict[str, Any]) -> None:
     cid = obj.get("custom_id")
     if isinstance(cid, str):
         done.custom_ids.add(cid)

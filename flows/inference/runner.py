@@ -106,7 +106,7 @@ def run_batch(
     """Run every input line not yet in the output; safe to re-run after any crash."""
     t0 = time.monotonic()
     items = read_input(input_path) if items is None else items
-    done = repair_output(output_path)
+    done = repair_output(output_path, items)
     todo = [i for i in items if not done.contains(i)]
     stats = BatchStats(total=len(items), skipped=len(items) - len(todo))
     with OutputWriter(output_path) as writer:

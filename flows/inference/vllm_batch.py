@@ -14,7 +14,6 @@ A file with duplicate custom_ids is refused before anything is sent.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -22,10 +21,12 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from flows.common.blocks import resolve_ledger_url
 from flows.common.errors import ConfigError, SwarmError
+from flows.common.redact import refuse_password
 from flows.inference.batch_io import read_input
 from flows.inference.endpoints import resolve_endpoint
 from flows.inference.engines import Engine, HttpEngine, HttpSettings, VllmEngine, health_check
 from flows.inference.ledger import finish_job, open_ledger, start_job
+from flows.inference.paths import batch_roots, confine
 from flows.inference.routing import choose_endpoint
 from flows.inference.runner import BatchStats, run_batch
 
@@ -89,11 +90,15 @@ def batch_inference(
     ``endpoint_block`` / ``fallback_block`` name saved OpenAICompatibleEndpoint blocks that win over
     ``base_url`` + ``api_key_env`` / ``fallback_url`` + ``fallback_api_key_env``; the chat_model of the one
     the run starts on is the default ``model`` (engine http). ``ledger_block`` (PostgresLedger) wins over
-    ``ledger_url``."""
+    ``ledger_url``. Both paths must lie under the node's data folder (relative paths are taken from there) or
+    a folder of ``SWARM_BATCH_ROOTS``; an existing output that no run of this batch wrote is refused."""
     logger = get_run_logger()
-    inp, out = Path(input_path), Path(output_path)
-    if inp.resolve() == out.resolve():
+    roots = batch_roots()
+    inp, out = confine(input_path, roots, "input_path"), confine(output_path, roots, "output_path")
+    if inp == out:
         raise ConfigError("output_path must differ from input_path")
+    refuse_password("base_url", base_url)
+    refuse_password("fallback_url", fallback_url)
     primary = resolve_endpoint(endpoint_block, "endpoint_block", base_url, api_key_env)
     fallback = resolve_endpoint(fallback_block, "fallback_block", fallback_url, fallback_api_key_env)
     ledger = resolve_ledger_url(ledger_block, ledger_url)

@@ -23,7 +23,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
 from blocks.redis import RedisServer
@@ -31,6 +30,7 @@ from flows.common.blocks import load_block, resolve_ledger_url, resolve_postgres
 from flows.common.db import Database
 from flows.common.errors import ConfigError
 from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED, backup_resource_id
+from flows.common.redact import refuse_password
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import (
@@ -42,6 +42,7 @@ from flows.ops.backup_catalog import (
     check_free_space,
     finish_file,
 )
+from flows.ops.backup_names import collection_name, database_name, path_component
 from flows.ops.backup_redis import dump_rdb, redis_target, verify_rdb
 from flows.ops.retention import BackupRecord, Policy, plan_retention
 
@@ -53,7 +54,8 @@ def attempt(kind: str, target: str, root: Path, ext: str, work: Work) -> Catalog
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     entry = CatalogEntry(kind=kind, target=target, location="")
     # The id suffix keeps two attempts in the same second apart: a failed one deletes its own file only.
-    path = root / kind / target / f"{stamp}-{entry.id[:8]}.{ext}"
+    # The target is a server's name (a database may be called "../../x"): encoded, it stays under root/kind.
+    path = root / kind / path_component(target) / f"{stamp}-{entry.id[:8]}.{ext}"
     entry.location = str(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,6 @@ def backup(
     redis_url: str | None = "redis://oracle:6379/0",
     qdrant_url: str | None = "http://starlord:6333",
     qdrant_path: str | None = None,
-    qdrant_api_key: SecretStr | None = None,
     qdrant_collections: list[str] | None = None,
     qdrant_mode: str = "snapshot",
     keep_daily: int = 7,
@@ -180,16 +181,22 @@ def backup(
 
     Each ``*_block`` names a saved block that wins over the plain parameters it stands for: ``postgres_block``
     (PostgresLedger) over ``postgres_dsn``, ``redis_block`` (RedisServer) over ``redis_url``, ``qdrant_block``
-    (QdrantConnection, a server) over ``qdrant_url``/``qdrant_path``/``qdrant_api_key``, ``ledger_block``
-    (PostgresLedger) over ``ledger_url``."""
+    (QdrantConnection, a server) over ``qdrant_url``/``qdrant_path``, ``ledger_block`` (PostgresLedger) over
+    ``ledger_url``. Secrets come from those blocks or the node's environment (``PGPASSWORD`` or ``~/.pgpass``,
+    ``REDISCLI_AUTH``, ``QDRANT_API_KEY``), never from a parameter: a URL holding a password is refused."""
     if qdrant_mode not in ("snapshot", "export"):
         raise ConfigError(f"qdrant_mode must be 'snapshot' or 'export', got {qdrant_mode!r}")
+    for db in databases or []:
+        database_name(db, "databases")
+    for name in qdrant_collections or []:
+        collection_name(name, "qdrant_collections")
     policy = Policy(keep_daily, keep_weekly, keep_monthly)
     postgres_dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block")
+    refuse_password("redis_url", redis_url)
     redis_password = None
     if redis := load_block(RedisServer, redis_block, "redis_block"):
         redis_url, redis_password = redis.url, redis.password_value()
-    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
+    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
     ledger = resolve_ledger_url(ledger_block, ledger_url)
     root = Path(backup_dir)
     root.mkdir(parents=True, exist_ok=True)

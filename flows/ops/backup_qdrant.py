@@ -22,6 +22,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 
 from flows.ops.backup_catalog import BackupFailed
+from flows.ops.backup_names import url_segment
 
 FORMAT = "swarm-qdrant-export/1"
 PAGE = 256
@@ -151,21 +152,22 @@ def verify_export(client: QdrantClient, path: Path, expected_count: int, sample:
 def snapshot_collection(url: str, name: str, dest: Path, api_key: str | None = None, timeout_s: float = 3600) -> str:
     """Create a server snapshot, download it to ``dest``; returns its sha256."""
     headers = {"api-key": api_key} if api_key else {}
-    base = url.rstrip("/")
+    snapshots = f"{url.rstrip('/')}/collections/{url_segment(name)}/snapshots"
     with httpx.Client(headers=headers, timeout=timeout_s, trust_env=False) as http:
-        resp = http.post(f"{base}/collections/{name}/snapshots", params={"wait": "true"})
+        resp = http.post(snapshots, params={"wait": "true"})
         if resp.status_code != 200:
             raise BackupFailed(f"Qdrant snapshot of {name} failed: HTTP {resp.status_code} {resp.text[:200]}")
         info = resp.json()["result"]
+        snapshot = f"{snapshots}/{url_segment(info['name'])}"  # the server's name is escaped as well
         digest = hashlib.sha256()
-        with http.stream("GET", f"{base}/collections/{name}/snapshots/{info['name']}") as stream:
+        with http.stream("GET", snapshot) as stream:
             if stream.status_code != 200:
                 raise BackupFailed(f"Qdrant snapshot download failed: HTTP {stream.status_code}")
             with dest.open("wb") as fh:
                 for chunk in stream.iter_bytes(1 << 20):
                     fh.write(chunk)
                     digest.update(chunk)
-        http.delete(f"{base}/collections/{name}/snapshots/{info['name']}")
+        http.delete(snapshot)
     sha = digest.hexdigest()
     if info.get("checksum") and info["checksum"] != sha:
         raise BackupFailed(f"Qdrant snapshot {info['name']} checksum mismatch: server {info['checksum']}, got {sha}")
@@ -182,18 +184,25 @@ def restore_snapshot(
     overwrite: bool = False,
     timeout_s: float = 3600,
 ) -> str:
-    """Upload a snapshot file as collection ``name`` (snapshot data wins over any existing points)."""
+    """Upload a snapshot file as collection ``name`` (snapshot data wins over any existing points).
+
+    Only a 404 counts as "no such collection": any other answer to the overwrite check stops the restore."""
     headers = {"api-key": api_key} if api_key else {}
-    base = url.rstrip("/")
+    collection = f"{url.rstrip('/')}/collections/{url_segment(name)}"
     with httpx.Client(headers=headers, timeout=timeout_s, trust_env=False) as http:
-        existing = http.get(f"{base}/collections/{name}")
+        existing = http.get(collection)
         if existing.status_code == 200:
             points = (existing.json().get("result") or {}).get("points_count") or 0
             if points and not overwrite:
                 raise BackupFailed(f"Qdrant collection {name} exists and holds {points} points: pass overwrite=True")
+        elif existing.status_code != 404:
+            raise BackupFailed(
+                f"cannot tell whether Qdrant collection {name} exists: HTTP {existing.status_code}"
+                f" {existing.text[:200]}"
+            )
         with path.open("rb") as fh:
             resp = http.post(
-                f"{base}/collections/{name}/snapshots/upload",
+                f"{collection}/snapshots/upload",
                 params={"priority": "snapshot", "wait": "true"},
                 files={"snapshot": (path.name, fh, "application/octet-stream")},
             )

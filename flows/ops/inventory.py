@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from flows.common.errors import ConfigError
+from flows.common.redact import refuse_password
 
 HTTP_KINDS = frozenset(
     {
@@ -26,6 +27,7 @@ HTTP_KINDS = frozenset(
 # Probes that look at the machine the flow runs on: they only make sense on their own node.
 LOCAL_KINDS = frozenset({"gpu", "disk"})
 KINDS = HTTP_KINDS | LOCAL_KINDS | {"postgres", "redis"}
+SECRET_OPTIONS = frozenset({"api_key", "bearer"})  # read from the variable their "<name>_env" option names
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,13 @@ def service_from_dict(raw: Mapping[str, Any]) -> Service:
     known = {"name", "kind", "node", "target", "url", "dsn", "path", "timeout_s", "options"}
     options = dict(raw.get("options") or {})
     options.update({k: v for k, v in raw.items() if k not in known})
+    # An inventory is a run parameter or a file in the repository: secrets only by environment variable name.
+    refuse_password(f"inventory entry {raw['name']!r}", str(target))
+    if given := sorted(SECRET_OPTIONS & options.keys()):
+        raise ConfigError(
+            f"inventory entry {raw['name']!r}: give {given[0]}_env, the name of an environment variable that holds"
+            f" the secret, instead of {given[0]} itself"
+        )
     return Service(
         name=str(raw["name"]),
         kind=kind,

@@ -17,7 +17,8 @@ from flows.ops.judges import DEGRADED, DOWN, SKIPPED, UNKNOWN, UP
 from flows.ops.probes import HealthRow
 
 STATUSES = (UP, DEGRADED, DOWN, UNKNOWN, SKIPPED)
-DEFAULT_TEXTFILE = "/var/lib/node_exporter/textfile_collector/swarm_health.prom"
+# The folder Debian's prometheus-node-exporter reads (--collector.textfile.directory default).
+DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/swarm_health.prom"
 
 
 def _escape(value: str) -> str:

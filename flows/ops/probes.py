@@ -71,9 +71,9 @@ async def _get(client: httpx.AsyncClient, svc: Service, path: str) -> httpx.Resp
 
 
 def _secret(svc: Service, name: str) -> str | None:
-    """``<name>_env`` names an environment variable, so inventory files never hold the secret itself."""
+    """``<name>_env`` names an environment variable, so inventories never hold the secret itself."""
     env_name = svc.options.get(f"{name}_env")
-    value = os.environ.get(str(env_name)) if env_name else svc.options.get(name)
+    value = os.environ.get(str(env_name)) if env_name else None
     return str(value) if value else None
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
 from flows.common.blocks import resolve_ledger_url, resolve_postgres_url, resolve_qdrant
@@ -22,6 +21,7 @@ from flows.common.errors import ConfigError
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, sha256_file
+from flows.ops.backup_names import collection_name, database_name
 
 
 def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
@@ -39,6 +39,15 @@ def checked_entry(catalog: Catalog, backup_id: str) -> CatalogEntry:
     return entry
 
 
+def target_name(kind: str, name: str) -> str:
+    """The name to restore into (``target``, else the catalog's), checked against what its service allows."""
+    if kind == "postgres":
+        return database_name(name, "target")
+    if kind.startswith("qdrant"):
+        return collection_name(name, "target")
+    return name  # restored by hand: the name is only shown
+
+
 @flow(name="restore")
 def restore(
     backup_id: str,
@@ -47,7 +56,6 @@ def restore(
     postgres_dsn: str = "postgresql://postgres@oracle:5432/postgres",
     qdrant_url: str | None = "http://starlord:6333",
     qdrant_path: str | None = None,
-    qdrant_api_key: SecretStr | None = None,
     ledger_url: str | None = None,
     postgres_block: str | None = None,
     qdrant_block: str | None = None,
@@ -56,13 +64,14 @@ def restore(
     """Put backup ``backup_id`` back into ``target`` (default: where it came from).
 
     ``postgres_block`` (PostgresLedger) wins over ``postgres_dsn``, ``qdrant_block`` (QdrantConnection) over
-    ``qdrant_url``/``qdrant_path``/``qdrant_api_key``, ``ledger_block`` (PostgresLedger) over ``ledger_url``."""
+    ``qdrant_url``/``qdrant_path``, ``ledger_block`` (PostgresLedger) over ``ledger_url``; secrets come from
+    the blocks or the node's environment, as in ``backup``. ``target`` must be a name the service allows."""
     dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block") or postgres_dsn
-    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path, qdrant_api_key)
+    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
     ledger = resolve_ledger_url(ledger_block, ledger_url)
     entry = checked_entry(Catalog(Database(ledger)), backup_id)
     path = Path(entry.location)
-    name = target or entry.target
+    name = target_name(entry.kind, target or entry.target)
     if entry.kind == "postgres":
         message = pg.restore_database(path, dsn, name, overwrite)
     elif entry.kind == "qdrant-export":

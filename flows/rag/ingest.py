@@ -49,7 +49,7 @@ def index_documents(
             store=services.store,
             ledger=services.ledger,
             load_embedder=partial(get_embedder, config.embedding_model, config.device, config.embed_precision),
-            parsers=get_parser_pool(config.parse_workers),
+            parsers=get_parser_pool(config.parse_workers, config.parse_memory_mb),
             config=services.config,
         )
         return indexer.run(documents).summary()

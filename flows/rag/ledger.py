@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.common.db import Database, utc_now
+from flows.rag.drift import LedgerDocument
 from flows.rag.plan import DELETED, INDEXED, PENDING, LedgerEntry
 from flows.rag.sources.base import DocumentRef
 
@@ -48,6 +49,8 @@ MIGRATIONS = [
     # The model whose collection each alias was last seen on: a sync with nothing to do skips the store.
     """CREATE TABLE rag_aliases (
         alias TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    # The model an explicit run started moving the alias to: later syncs carry the migration on until it is published.
+    "ALTER TABLE rag_aliases ADD COLUMN migration_target TEXT",
 ]
 
 _UPSERT_DOCUMENT = """
@@ -115,6 +118,24 @@ class RagLedger:
         with self.db.connect() as conn:
             conn.executemany(_UPSERT_DOCUMENT, rows)
 
+    def documents(self, source_id: str | None = None) -> list[LedgerDocument]:
+        """Every document of one source (or of all) as rag-verify compares it with the store."""
+        sql = "SELECT source_id, doc_id, path, status, version, chunk_count, collection FROM rag_documents"
+        params: tuple[str, ...] = ()
+        if source_id:
+            sql, params = sql + " WHERE source_id = %s", (source_id,)
+        with self.db.connect() as conn:
+            return [LedgerDocument(*row) for row in conn.execute(sql, params).fetchall()]
+
+    def mark_for_reingest(self, source_id: str, doc_ids: Sequence[str]) -> None:
+        """Pending without a new version: the next sync re-indexes them (plan_sync counts pending as changed)."""
+        now = utc_now()
+        with self.db.connect() as conn:
+            conn.executemany(
+                "UPDATE rag_documents SET status = %s, updated_at = %s WHERE source_id = %s AND doc_id = %s",
+                [(PENDING, now, source_id, d) for d in doc_ids],
+            )
+
     def refresh_metadata(self, source_id: str, refs: Sequence[DocumentRef]) -> None:
         now = utc_now()
         with self.db.connect() as conn:
@@ -144,7 +165,28 @@ class RagLedger:
         return self._read_keyed("rag_aliases", "alias", alias, "embedding_model")
 
     def record_published_model(self, alias: str, model: str) -> None:
-        self._write_keyed("rag_aliases", "alias", alias, "embedding_model", model)
+        """The alias serves ``model`` now: a migration to it is done, one to another model stays pending."""
+        with self.db.connect() as conn:
+            conn.execute(
+                "INSERT INTO rag_aliases (alias, embedding_model, updated_at) VALUES (%s, %s, %s)"
+                " ON CONFLICT (alias) DO UPDATE SET embedding_model = excluded.embedding_model,"
+                " migration_target = nullif(rag_aliases.migration_target, excluded.embedding_model),"
+                " updated_at = excluded.updated_at",
+                (alias, model, utc_now()),
+            )
+
+    def migration_target(self, alias: str) -> str | None:
+        """The model an unfinished migration of ``alias`` is moving it to (None: no migration under way)."""
+        return self._read_keyed("rag_aliases", "alias", alias, "migration_target")
+
+    def set_migration_target(self, alias: str, model: str | None) -> None:
+        """Start (a model) or end (None) a migration of a published alias; a row unchanged is not written."""
+        with self.db.connect() as conn:
+            conn.execute(
+                "UPDATE rag_aliases SET migration_target = %s, updated_at = %s"
+                " WHERE alias = %s AND coalesce(migration_target, '') <> coalesce(%s, '')",
+                (model, utc_now(), alias, model),
+            )
 
     # Key/value tables (cursors, aliases); table and column names are this module's constants, never input.
     def _read_keyed(self, table: str, key_column: str, key: str, value_column: str) -> str | None:

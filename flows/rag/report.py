@@ -11,6 +11,7 @@ SUMMARY_FIELDS = (
     ("unchanged", "unchanged"),
     ("renamed", "renamed/moved"),
     ("removed", "removed"),
+    ("unreadable", "unreadable entries (nothing under them removed)"),
     ("indexed", "indexed"),
     ("skipped", "skipped"),
     ("failed", "failed"),
@@ -21,10 +22,13 @@ SUMMARY_FIELDS = (
 
 
 def render_sync_report(stats: dict[str, Any]) -> str:
-    lines = [f"# rag-sync of `{stats.get('source', '?')}`", "", "| | |", "|---|---:|"]
+    lines = [f"# rag-sync of `{stats.get('source', '?')}`", ""]
+    for warning in stats.get("warnings") or []:
+        lines += [f"**Warning:** {warning}", ""]
+    lines += ["| | |", "|---|---:|"]
     lines += [f"| {label} | {stats.get(key, 0)} |" for key, label in SUMMARY_FIELDS]
     problems = stats.get("problems") or []
     if problems:
-        lines += ["", "## Skipped and failed files", "", "| file | status | reason |", "|---|---|---|"]
+        lines += ["", "## Skipped, failed and unreadable files", "", "| file | status | reason |", "|---|---|---|"]
         lines += [f"| `{path}` | {status} | {reason} |" for path, status, reason in problems]
     return "\n".join(lines) + "\n"

@@ -41,6 +41,8 @@ class RagServices:
         return self._store
 
     def source(self, spec: SourceSpec) -> Source:
+        if isinstance(spec, LocalFolderSpec):  # its walk reads no file past the size limit the ingest applies
+            return spec.build(max_file_bytes=int(self.config.max_file_mb * 2**20))
         return spec.build(self.db)
 
 

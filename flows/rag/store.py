@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,18 @@ class VectorStore:
         if source_id:
             flt = models.Filter(must=[models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id))])
         return self.client.count(self.collection, count_filter=flt, exact=True).count
+
+    def payloads(self, fields: Sequence[str], page: int = 1024) -> Iterator[dict[str, Any]]:
+        """Every point's payload, only ``fields`` of it and no vectors, one page at a time."""
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, limit=page, offset=offset, with_payload=list(fields), with_vectors=False
+            )
+            for point in points:
+                yield point.payload or {}
+            if offset is None:
+                return
 
     def search(self, vector: Sequence[float], limit: int) -> list[models.ScoredPoint]:
         return self.client.query_points(self.alias, query=list(vector), limit=limit, with_payload=True).points

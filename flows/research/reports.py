@@ -14,7 +14,6 @@ from flows.common.db import Database, utc_now
 from flows.common.errors import ConfigError
 
 WORKER = Path(__file__).with_name("gptr_worker.py")
-GPTR_PIN = "gpt-researcher==0.15.1"
 
 MIGRATIONS = [
     "CREATE TABLE research_reports ("
@@ -83,11 +82,9 @@ def slugify(text: str, limit: int = 50) -> str:
 def check_interpreter(python: str | None) -> str:
     """The gpt-researcher venv's python, or one clear error saying how to create it."""
     hint = (
-        "create its venv on this node"
-        f" (python3.11 -m venv /opt/gptr && /opt/gptr/bin/pip install '{GPTR_PIN}')"
-        " "
-        "and set SWARM_GPTR_PYTHON=/opt/gptr/bin/python; it cannot share the project venv because "
-        "gpt-researcher requires numpy<2.3 and the project pins numpy 2.4"
+        "build its venv on this node (SWARM_WITH_GPTR=1 scripts/install.sh makes <checkout>/.venv-gptr) "
+        "and set SWARM_GPTR_PYTHON=<checkout>/.venv-gptr/bin/python in the worker's environment; it cannot share "
+        "the project venv because gpt-researcher requires numpy<2.3 and the project pins numpy 2.4"
     )
     if not python:
         raise ConfigError(f"gpt-researcher is not configured: {hint}")

@@ -1,5 +1,6 @@
 """The bootstrap command against the session's Prefect API: everything it creates exists as specified, a
-second run changes nothing, and a node block edited by the user is kept and drives its pool's env."""
+second run changes nothing, a node block edited by the user is kept and drives its pool's env, and the
+alerting automations post to SWARM_ALERTMANAGER_URL's /api/v2/alerts, or are left out with a warning."""
 
 from __future__ import annotations
 
@@ -10,29 +11,46 @@ from typing import Any
 import pytest
 from prefect import get_client
 from prefect.automations import Automation
+from prefect.blocks.webhook import Webhook
 
 from blocks import NodeSettings
 from deployments import bootstrap
+from flows.common.blocks import find_block
+
+ALERTING = {"swarm-notify-service-state", "swarm-notify-backup-failed", "swarm-notify-backup-missing"}
+BLOCK_ID = "0" * 32
 
 
 def test_the_automation_files_parse_and_say_what_they_should() -> None:
     automations = {
-        a.name: a for a in bootstrap.load_automations(bootstrap.HERE / "automations", {"swarm-alerts": "0" * 32})
+        a.name: a for a in bootstrap.load_automations(bootstrap.HERE / "automations", {"swarm-alertmanager": BLOCK_ID})
     }
     zombie = automations["swarm-crash-zombie-flow-runs"]
     assert zombie.trigger.posture == "Proactive" and zombie.trigger.within.total_seconds() == 540
     assert zombie.actions[0].type == "change-flow-run-state"
     down = automations["swarm-notify-service-state"]
-    assert "swarm.service.down" in down.trigger.expect and down.actions[0].type == "send-notification"
+    assert "swarm.service.down" in down.trigger.expect
     assert "swarm.backup.failed" in automations["swarm-notify-backup-failed"].trigger.expect
+    for name in ALERTING:  # Alertmanager's API through the webhook block (a notification block posts its own JSON)
+        [action] = automations[name].actions
+        assert action.type == "call-webhook" and action.block_document_id.hex == BLOCK_ID
 
 
 def test_an_unknown_block_reference_fails_loudly(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text(
-        (bootstrap.HERE / "automations" / "backup-failed.yaml").read_text().replace("block:swarm-alerts", "block:nope")
+        (bootstrap.HERE / "automations" / "backup-failed.yaml")
+        .read_text()
+        .replace("block:swarm-alertmanager", "block:nope")
     )
     with pytest.raises(KeyError, match="nope"):
-        bootstrap.load_automations(tmp_path, {"swarm-alerts": "0" * 32})
+        bootstrap.load_automations(tmp_path, {"swarm-alertmanager": BLOCK_ID})
+
+
+def test_the_alertmanager_url_names_its_alerts_endpoint() -> None:
+    for base in ("http://oracle:9093", "http://oracle:9093/", " http://oracle:9093/api/v2/alerts "):
+        assert bootstrap.alertmanager_alerts_url(base) == "http://oracle:9093/api/v2/alerts"
+    with pytest.raises(bootstrap.ConfigError):
+        bootstrap.alertmanager_alerts_url("oracle:9093")  # no scheme: Prefect would post nowhere
 
 
 def pool_env(client: Any, pool: str) -> dict[str, str]:
@@ -46,8 +64,15 @@ def test_every_pool_file_describes_its_own_node() -> None:
         assert set(node.env()) >= {"SWARM_NODE"} and "SWARM_DATA_DIR" not in node.env()  # paths: worker.env
 
 
-def test_bootstrap_twice_gives_the_same_pools_limits_blocks_and_automations() -> None:
+def forget_alert_block() -> None:
+    if find_block(Webhook, bootstrap.ALERT_BLOCK) is not None:
+        Webhook.delete(bootstrap.ALERT_BLOCK)
+
+
+def test_bootstrap_twice_gives_the_same_pools_limits_blocks_and_automations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARM_ALERTMANAGER_URL", "http://127.0.0.1:1")  # nothing listens: posts fail, harmlessly
     first = bootstrap.bootstrap()
+    assert set(first["automations"]) == {"swarm-crash-zombie-flow-runs", *ALERTING}
     assert first["node_blocks"] == ["node-oracle", "node-starlord", "node-thanos"]
     with get_client(sync_client=True) as client:
         client.update_global_concurrency_limit(
@@ -79,3 +104,38 @@ def test_bootstrap_twice_gives_the_same_pools_limits_blocks_and_automations() ->
         for name in first["automations"]:
             assert len(client.read_automations_by_name(name)) == 1
     assert Automation.read(name="swarm-crash-zombie-flow-runs").enabled
+
+
+def test_the_alert_block_posts_json_to_alertmanager_and_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    forget_alert_block()
+    monkeypatch.setenv("SWARM_ALERTMANAGER_URL", "http://am-one:9093")
+    first = bootstrap.ensure_alert_block()
+    block = Webhook.load(bootstrap.ALERT_BLOCK)
+    assert block.method == "POST" and block.url.get_secret_value() == "http://am-one:9093/api/v2/alerts"
+    assert block.headers.get_secret_value() == {"Content-Type": "application/json"}  # else Alertmanager says 415
+    monkeypatch.setenv("SWARM_ALERTMANAGER_URL", "http://am-two:9093/")
+    assert bootstrap.ensure_alert_block() == first  # the same block, so the automations keep pointing at it
+    assert Webhook.load(bootstrap.ALERT_BLOCK).url.get_secret_value() == "http://am-two:9093/api/v2/alerts"
+    monkeypatch.delenv("SWARM_ALERTMANAGER_URL")
+    assert bootstrap.ensure_alert_block() == first  # unset: the saved block (maybe edited in the UI) is kept
+
+
+def test_without_an_alert_target_the_bootstrap_warns_and_leaves_out_the_alerting_automations(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forget_alert_block()
+    monkeypatch.delenv("SWARM_ALERTMANAGER_URL", raising=False)
+    with get_client(sync_client=True) as client:
+        assert bootstrap.ensure_automations(client, bootstrap.HERE / "automations") == ["swarm-crash-zombie-flow-runs"]
+    err = capsys.readouterr().err
+    assert "WARNING: no alert target" in err and "SWARM_ALERTMANAGER_URL=http://oracle:9093" in err
+
+
+def test_a_bad_alertmanager_url_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWARM_ALERTMANAGER_URL", "oracle:9093")
+    assert bootstrap.main([]) == 2
+    assert capsys.readouterr().err == (
+        "error: SWARM_ALERTMANAGER_URL must be Alertmanager's http(s) URL like http://oracle:9093, got 'oracle:9093'\n"
+    )

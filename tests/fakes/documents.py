@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -148,3 +149,57 @@ def make_bad_files(root: Path, huge_bytes: int) -> dict[str, tuple[str, str]]:
     (root / "tool.exe").write_bytes(b"MZ" + bytes(100))
     os.symlink(root / "does-not-exist.md", root / "dangling.md")
     return BAD_FILES
+
+
+def write_owner_locked_pdf(path: Path, topic: str) -> None:
+    """A PDF with only an owner password (copying and printing forbidden): any viewer opens it without asking."""
+    import pikepdf
+
+    plain = path.with_suffix(".plain.pdf")
+    write_pdf(plain, "Restricted", _paragraphs(topic))
+    with pikepdf.open(plain) as pdf:
+        restrictions = pikepdf.Permissions(extract=False, print_highres=False, print_lowres=False, modify_other=False)
+        pdf.save(path, encryption=pikepdf.Encryption(owner="owner-only", user="", allow=restrictions))
+    plain.unlink()
+
+
+def write_docx_bomb(path: Path, inflated_mb: int) -> int:
+    """A docx whose word/document.xml inflates to ``inflated_mb`` MB of paragraphs from a few MB on disk.
+
+    Deflate does not compress a gigabyte quickly, so the member is written by hand: one compressed MB of
+    paragraphs ending on a full flush (which resets the compressor's history) is a block that can be repeated.
+    Returns the file's size in bytes."""
+    import struct
+    import zlib
+
+    import docx
+
+    docx.Document().save(str(path))
+    with zipfile.ZipFile(path) as template:
+        parts = {name: template.read(name) for name in template.namelist()}
+    head, _, rest = parts["word/document.xml"].partition(b"<w:body>")
+    head, tail = head + b"<w:body>", b"<w:sectPr/></w:body>" + rest.rpartition(b"</w:body>")[2]
+    block = b"<w:p><w:r><w:t>bomb</w:t></w:r></w:p>" * (2**20 // 37)
+
+    def deflate(*pieces: tuple[bytes, int]) -> tuple[bytes, int, int]:
+        """(raw deflate stream, crc32, inflated size) of each piece repeated its count of times."""
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        stream, crc, size = b"", 0, 0
+        for data, count in pieces:
+            stream += (compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)) * count
+            for _ in range(count):
+                crc = zlib.crc32(data, crc)
+            size += len(data) * count
+        return stream + compressor.flush(), crc, size
+
+    members = [(name, *deflate((data, 1))) for name, data in parts.items() if name != "word/document.xml"]
+    members.append(("word/document.xml", *deflate((head, 1), (block, inflated_mb), (tail, 1))))
+    local, central = b"", b""
+    for name, stream, crc, size in members:
+        encoded = name.encode()
+        header = (20, 0, 8, 0, 0, crc, len(stream), size, len(encoded))
+        central += struct.pack("<IH5H3I5H2I", 0x02014B50, 20, *header, 0, 0, 0, 0, 0, len(local)) + encoded
+        local += struct.pack("<I5H3I2H", 0x04034B50, *header, 0) + encoded + stream
+    end = struct.pack("<I4H2IH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
+    path.write_bytes(local + central + end)
+    return path.stat().st_size

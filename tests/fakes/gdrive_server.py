@@ -393,20 +393,23 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, drive: FakeDrive, faults: Faults) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, drive: FakeDrive, faults: Faults, host: str) -> None:
+        super().__init__((host, 0), _Handler)
         self.drive = drive
         self.faults = faults
 
 
 @contextmanager
-def serve(drive: FakeDrive | None = None, faults: Faults | None = None) -> Iterator[tuple[str, FakeDrive, Faults]]:
-    """Run the server in a thread; yields (endpoint URL, drive, faults)."""
-    server = _Server(drive or FakeDrive(), faults or Faults())
+def serve(
+    drive: FakeDrive | None = None, faults: Faults | None = None, host: str = "127.0.0.1"
+) -> Iterator[tuple[str, FakeDrive, Faults]]:
+    """Run the server in a thread on ``host`` (the end-to-end test's hosts reach it on its bridge address);
+    yields (endpoint URL, drive, faults)."""
+    server = _Server(drive or FakeDrive(), faults or Faults(), host)
     thread = threading.Thread(target=server.serve_forever, name="fake-gdrive", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", server.drive, server.faults
+        yield f"http://{host}:{server.server_address[1]}/", server.drive, server.faults
     finally:
         server.shutdown()
         server.server_close()

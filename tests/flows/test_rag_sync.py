@@ -3,12 +3,15 @@ ledger on both SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows.common.db import Database
 from flows.rag.config import load_config
 from flows.rag.embed import get_embedder
 from flows.rag.services import open_services
@@ -109,13 +112,20 @@ def test_a_file_over_the_parse_timeout_fails_alone_and_the_files_queued_behind_i
     assert all(rows[name][0] == "indexed" for name in TOPICS)
 
 
-def _indexed_then_new_model(tmp_path: Path) -> tuple[LocalFolderSpec, str, dict[str, Any]]:
-    """One document indexed with the default model; returns (source, ledger URL, the config of a new model).
-    The same weights under another name stand in for a new model: a local model folder."""
+def _indexed_then_new_model(
+    tmp_path: Path, ledger_url: str | None = None, documents: int = 1
+) -> tuple[LocalFolderSpec, str, dict[str, Any]]:
+    """``documents`` (1 or 2) indexed with the default model; returns (source, ledger URL, the config of a new
+    model). The same weights under another name stand in for a new model: a local model folder."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    write_document(docs / "tides.txt", "Tides rise and fall twice a day because of the moon.")
-    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    texts = {
+        "tides.txt": "Tides rise and fall twice a day because of the moon.",
+        "glaciers.txt": "Glaciers carve valleys as they slide slowly downhill.",
+    }
+    for name in list(texts)[:documents]:
+        write_document(docs / name, texts[name])
+    ledger_url = ledger_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     spec = LocalFolderSpec(path=str(docs))
     rag_sync(spec, config_for(tmp_path, ledger_url))
     other = tmp_path / "minilm-copy"
@@ -153,6 +163,70 @@ def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_syn
     store = open_services(load_config(config)).store
     assert store.alias_target() == "documents__minilm-copy__384"
     assert [c.name for c in store.client.get_collections().collections] == ["documents__minilm-copy__384"]
+
+
+def _interrupted_migration(
+    tmp_path: Path, ledger_url: str | None = None
+) -> tuple[LocalFolderSpec, str, dict[str, Any]]:
+    """Two documents on the default model, then an explicit run to a new model that dies after its first batch
+    (one document each): one document is on the new model, the other still on the old, and the alias on the old."""
+    from flows.rag import sync
+
+    spec, ledger_url, migrate = _indexed_then_new_model(tmp_path, ledger_url, documents=2)
+    real_batch, batches = sync.ingest_batch, itertools.count()
+
+    def one_batch_then_die(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if next(batches):
+            raise RuntimeError("killed after the first batch")
+        return real_batch(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sync, "ingest_batch", one_batch_then_die)
+        with pytest.raises(RuntimeError, match="first batch"):
+            rag_sync(spec, migrate | {"batch_files": 1})
+    with Database(ledger_url).connect() as conn:
+        models = sorted(row[0] for row in conn.execute("SELECT embedding_model FROM rag_documents").fetchall())
+    assert models == sorted([MODEL, migrate["embedding_model"]])
+    return spec, ledger_url, migrate
+
+
+def _collections(config: dict[str, Any]) -> tuple[str | None, list[str]]:
+    store = open_services(load_config(config)).store
+    return store.alias_target(), sorted(c.name for c in store.client.get_collections().collections)
+
+
+def test_scheduled_syncs_carry_on_a_migration_an_explicit_run_left_unfinished(
+    tmp_path: Path, ledger_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the next sync without a model re-embedded the migrated document back to the served model, and every
+    explicit attempt was undone by the schedule: the alias never moved."""
+    spec, _, migrate = _interrupted_migration(tmp_path, ledger_url)
+    scheduled = config_for(tmp_path, ledger_url)  # the deployment's parameters: no embedding_model
+    with caplog.at_level(logging.INFO):
+        result = rag_sync(spec, scheduled)
+    new_model = migrate["embedding_model"]
+    assert (result["changed"], result["unchanged"], result["embedding_model"]) == (1, 1, new_model)
+    assert f"continuing the migration of 'documents' from {MODEL!r} to {new_model!r}" in caplog.text
+    assert _collections(migrate) == ("documents__minilm-copy__384", ["documents__minilm-copy__384"])
+    services = open_services(load_config(migrate))
+    assert_consistent(services.store.client, services.store.collection, ledger_url)
+    # Published, the migration is over: the next sync serves the new model and has nothing to do.
+    again = rag_sync(spec, scheduled)
+    assert (again["changed"], again["embedding_model"]) == (0, new_model)
+
+
+def test_an_explicit_run_back_to_the_served_model_cancels_the_migration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec, ledger_url, migrate = _interrupted_migration(tmp_path)
+    with caplog.at_level(logging.INFO):
+        back = rag_sync(spec, migrate | {"embedding_model": MODEL})
+    assert (back["changed"], back["embedding_model"]) == (1, MODEL)  # the migrated document, re-embedded
+    assert f"cancelled the migration of 'documents' to {migrate['embedding_model']!r}" in caplog.text
+    scheduled = rag_sync(spec, config_for(tmp_path, ledger_url))
+    assert (scheduled["changed"], scheduled["embedding_model"]) == (0, MODEL)
+    alias, _ = _collections(migrate | {"embedding_model": MODEL})
+    assert alias == f"documents__{MODEL}__384"
 
 
 def test_a_sync_with_nothing_to_do_does_not_need_the_vector_store(tmp_path: Path) -> None:
@@ -227,3 +301,71 @@ def test_unreachable_ledger_fails_the_run_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     with pytest.raises(ServiceUnavailable, match=r"cannot reach the ledger at postgresql://127\.0\.0\.1:1/x"):
         rag_sync(LocalFolderSpec(path=str(tmp_path / "docs")), {"ledger_url": "postgresql://127.0.0.1:1/x"})
+
+
+@pytest.mark.timeout(300)
+def test_an_unreadable_entry_removes_nothing_and_says_the_listing_is_incomplete(tmp_path: Path) -> None:
+    """The repro: 8 indexed files plus one self-looping link once reported "files seen 0, removed 8"."""
+    import os
+
+    from flows.rag.report import render_sync_report
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for number in range(8):
+        write_document(docs / f"note{number}.txt", f"Note {number}: lighthouses guide ships past rocks.")
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = config_for(tmp_path, ledger_url)
+    spec = LocalFolderSpec(path=str(docs))
+    assert rag_sync(spec, config)["indexed"] == 8
+
+    os.symlink("loop", docs / "loop")
+    (docs / "note7.txt").unlink()
+    os.symlink("note7.txt", docs / "note7.txt")  # an indexed document that can no longer be stat'ed
+    os.mkfifo(docs / "pipe.txt")  # never opened: planning must not block on it
+    result = rag_sync(spec, config)
+    assert (result["files_seen"], result["unchanged"], result["removed"]) == (7, 7, 0)
+    assert (result["unreadable"], result["kept_unseen"]) == (2, 1)
+    assert ["loop", "unreadable", "cannot stat: Too many levels of symbolic links"] in result["problems"]
+    assert ["pipe.txt", "skipped", "a named pipe: not read"] in result["problems"]
+    assert result["warnings"] == [
+        "listing incomplete, 2 unreadable (see the problems): the 1 known documents at or under them keep their"
+        " state, nothing there was removed"
+    ]
+    assert "**Warning:** listing incomplete" in render_sync_report(result)
+    services = open_services(load_config(config))
+    points = assert_consistent(services.store.client, services.store.collection, ledger_url)
+    assert {p["doc_id"] for p in points} == {f"note{n}.txt" for n in range(8)}
+
+
+def test_a_local_folder_is_never_dispatched_and_a_missing_one_fails_before_any_work(tmp_path: Path) -> None:
+    from flows.common.errors import ConfigError
+
+    data = tmp_path / "data"
+    (tmp_path / "docs").mkdir()
+    with pytest.raises(ConfigError, match="dispatch: a local folder cannot be dispatched"):
+        rag_sync(LocalFolderSpec(path=str(tmp_path / "docs")), {"data_dir": str(data)}, dispatch="deployment")
+    with pytest.raises(ConfigError, match=r"source folder '.*/absent' does not exist or is not a folder on this node"):
+        rag_sync(LocalFolderSpec(path=str(tmp_path / "absent")), {"data_dir": str(data)})
+    assert not data.exists()  # no ledger, no Qdrant opened
+
+
+def test_a_node_with_another_model_setting_syncs_with_the_served_model_and_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes, two SWARM_EMBEDDING_MODEL settings: the second sync re-embeds nothing, indexes a new file with the
+    model the collection serves, and says how to migrate; an explicit model still migrates (tests above)."""
+    spec, ledger_url, migrate = _indexed_then_new_model(tmp_path)
+    other = migrate.pop("embedding_model")
+    monkeypatch.setenv("SWARM_EMBEDDING_MODEL", other)  # the other node's own setting
+    write_document(Path(spec.path) / "moon.txt", "The moon's gravity pulls the oceans into tidal bulges.")
+    result = rag_sync(spec, migrate)
+    assert (result["changed"], result["new"], result["indexed"], result["embedding_model"]) == (0, 1, 1, MODEL)
+    [warning] = result["warnings"]
+    assert f"SWARM_EMBEDDING_MODEL is {other!r}" in warning and f"served by {MODEL!r}" in warning
+    assert f"embedding_model={other!r}" in warning
+    with Database(ledger_url).connect() as conn:
+        models = {row[0] for row in conn.execute("SELECT embedding_model FROM rag_documents").fetchall()}
+    assert models == {MODEL}
+    store = open_services(load_config(migrate | {"embedding_model": MODEL})).store
+    assert [c.name for c in store.client.get_collections().collections] == [f"documents__{MODEL}__384"]

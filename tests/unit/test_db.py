@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.common.db import Database, redact_url
+from flows.common.db import Database
 from flows.common.errors import ConfigError, ServiceUnavailable
+from flows.common.redact import redact
 
 MIGRATIONS = [
     "CREATE TABLE widgets (id TEXT PRIMARY KEY, size BIGINT NOT NULL)",
@@ -45,6 +46,6 @@ def test_unknown_url_scheme_is_a_config_error() -> None:
         Database("mysql://localhost/db")
 
 
-def test_redact_url_hides_only_the_password() -> None:
-    assert redact_url("postgresql://u:p@h:5432/d") == "postgresql://u:***@h:5432/d"
-    assert redact_url("postgresql://h:5432/d") == "postgresql://h:5432/d"
+def test_redact_hides_only_the_password() -> None:
+    assert redact("postgresql://u:p@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact("postgresql://h:5432/d") == "postgresql://h:5432/d"

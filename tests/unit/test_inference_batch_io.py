@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,8 @@ def test_repair_truncates_a_torn_last_line_and_lists_what_is_done(tmp_path: Path
     intact = out.read_bytes()
     with out.open("ab") as fh:
         fh.write(b'{"id":"vllm-1","custom_id":"d","resp')
-    done = repair_output(out)
+    items = parse_lines([_line("a"), "{bad", _line("c"), _line("d")])
+    done = repair_output(out, items)
     assert out.read_bytes() == intact
     assert done.custom_ids == {"a", "c"} and done.lines_without_id == {2}
     assert done.contains(InvalidLine(2, None, "invalid_json", "")) and not done.contains(
@@ -94,7 +96,7 @@ def test_repair_truncates_a_torn_last_line_and_lists_what_is_done(tmp_path: Path
 
 
 def test_repair_of_a_missing_output_is_empty(tmp_path: Path) -> None:
-    assert len(repair_output(tmp_path / "none.jsonl")) == 0
+    assert len(repair_output(tmp_path / "none.jsonl", [])) == 0
 
 
 def test_ordered_emitter_writes_in_input_order_whatever_the_completion_order(tmp_path: Path) -> None:
@@ -117,8 +119,35 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> No
     assert [i.custom_id for i in read_input(path) if isinstance(i, BatchRequest)] == ["a", "b"]
 
 
-def test_a_corrupt_line_in_the_middle_cuts_the_output_there(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"precious notes\nthat are no batch output\n", "line 1 is no output line"),
+        (b"no newline at all", "its last line 1 is no output line"),
+        (json.dumps(ok_output("a", {})).encode() + b"\ngarbage\n" + json.dumps(ok_output("c", {})).encode() + b"\n",
+         "line 2 is no output line"),
+        (json.dumps({"custom_id": "a", "note": "not an output"}).encode() + b"\n", "line 1 is no output line"),
+        (json.dumps(ok_output("someone-else", {})).encode() + b"\n", "holds custom_id 'someone-else'"),
+        (json.dumps(error_output(None, 9, "invalid_json", "")).encode() + b"\n",
+         "holds an error line for input line 9"),
+    ],
+)  # fmt: skip
+def test_an_output_no_run_of_this_batch_wrote_is_refused_and_left_untouched(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
     out = tmp_path / "out.jsonl"
-    out.write_text(json.dumps(ok_output("a", {})) + "\n" + "garbage\n" + json.dumps(ok_output("c", {})) + "\n")
-    done = repair_output(out)
-    assert done.custom_ids == {"a"} and out.read_text().count("\n") == 1
+    out.write_bytes(content)
+    with pytest.raises(ConfigError, match=f"exists and {why}.*left as it is"):
+        repair_output(out, parse_lines([_line("a"), _line("c")]))
+    assert out.read_bytes() == content
+
+
+def test_inputs_and_outputs_that_are_no_regular_files_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # opening it would block forever
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_input(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        repair_output(fifo, [])
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        repair_output(tmp_path, [])

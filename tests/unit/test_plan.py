@@ -62,3 +62,54 @@ def test_known_documents_hide_deleted_ones() -> None:
     known = known_documents({"a": entry("a"), "b": entry("b", status="deleted")})
     assert set(known) == {"a"}
     assert known["a"].version == "v1"
+
+
+def test_documents_the_listing_could_not_see_are_kept_not_removed() -> None:
+    from flows.rag.sources.base import ListingProblem
+
+    entries = {
+        e.doc_id: e for e in [entry("gone"), entry("locked/a"), entry("locked/b/c"), entry("loop"), entry("lockedx")]
+    }
+    problems = [
+        ListingProblem("locked", "cannot read folder: Permission denied", unseen=True),
+        ListingProblem("loop", "cannot stat: Too many levels of symbolic links", unseen=True),
+        ListingProblem("fifo", "a named pipe: not read", unseen=False),
+    ]
+    plan = plan_sync(ChangeSet([], complete=True, problems=problems), entries, MODEL)
+    assert sorted(plan.removed) == ["gone", "lockedx"]  # a sibling sharing the prefix is not under the folder
+    assert plan.kept_unseen == 3
+    # An unreadable root: nothing at all was seen, so nothing is removed.
+    root = [ListingProblem("", "cannot read folder: Permission denied", unseen=True)]
+    plan = plan_sync(ChangeSet([], complete=True, problems=root), entries, MODEL)
+    assert (plan.removed, plan.kept_unseen) == ([], len(entries))
+
+
+def test_the_sync_model_is_explicit_else_the_served_one_else_the_nodes() -> None:
+    from flows.rag.plan import choose_model
+
+    assert choose_model("m-new", "m-old", "m-node", "documents").model == "m-new"  # an explicit change migrates
+    assert choose_model(None, None, "m-node", "documents").model == "m-node"  # first sync
+    assert choose_model(None, "m-node", "m-node", "documents").warning is None
+    served = choose_model(None, "m-old", "m-node", "documents")
+    assert served.model == "m-old"
+    assert served.warning and "'m-node'" in served.warning and "'m-old'" in served.warning
+    assert "embedding_model='m-node'" in served.warning and "\n" not in served.warning
+
+
+def test_a_pending_migration_outranks_the_served_model_until_an_explicit_run_changes_it() -> None:
+    from flows.rag.plan import choose_model
+
+    started = choose_model("m-new", "m-old", "m-old", "documents")
+    assert (started.model, started.migration, started.notice) == ("m-new", "m-new", None)
+    assert choose_model("m-new", None, "m-old", "documents").migration is None  # a first sync migrates nothing
+    assert choose_model("m-old", "m-old", "m-old", "documents").migration is None
+
+    carried = choose_model(None, "m-old", "m-old", "documents", migrating="m-new")  # the next, scheduled sync
+    assert (carried.model, carried.migration, carried.warning) == ("m-new", "m-new", None)
+    assert carried.notice and "'m-old' to 'm-new'" in carried.notice and "embedding_model='m-old'" in carried.notice
+    assert "\n" not in carried.notice
+
+    cancelled = choose_model("m-old", "m-old", "m-node", "documents", migrating="m-new")
+    assert (cancelled.model, cancelled.migration) == ("m-old", None)
+    assert cancelled.notice == "cancelled the migration of 'documents' to 'm-new': it stays on 'm-old'"
+    assert choose_model("m-other", "m-old", "m-old", "documents", migrating="m-new").migration == "m-other"

@@ -37,11 +37,25 @@ class KnownDocument:
     mtime_ns: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class ListingProblem:
+    """An entry the source did not list, with the one-line reason shown in the sync's report.
+
+    ``unseen=True``: it could not be read (a folder or file that cannot be opened or stat'ed, a symlink loop), so
+    what lies at or under ``path`` is unknown and keeps its state. ``unseen=False``: it was seen and is not a
+    document (a named pipe, a device, a link leaving the folder)."""
+
+    path: str  # a doc_id or a folder's doc_id prefix ("" for the root)
+    reason: str
+    unseen: bool
+
+
 @dataclass(slots=True)
 class ChangeSet:
     """A source's answer to "what changed since ``cursor``".
 
-    ``complete=True``: ``documents`` is the full listing, and anything known but absent was removed.
+    ``complete=True``: ``documents`` is the full listing, and anything known but absent was removed, except what
+    lies under an unseen problem's path (the listing could not see it, so it is not evidence of removal).
     ``complete=False``: an incremental feed: ``documents`` were added or changed, ``removed`` are gone.
     ``next_cursor`` is stored by the sync once every change in this set has been applied.
     """
@@ -50,6 +64,11 @@ class ChangeSet:
     removed: list[str] = field(default_factory=list)
     complete: bool = True
     next_cursor: str | None = None
+    problems: list[ListingProblem] = field(default_factory=list)
+
+    @property
+    def unseen(self) -> list[str]:
+        return [p.path for p in self.problems if p.unseen]
 
 
 @runtime_checkable

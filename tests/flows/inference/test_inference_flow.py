@@ -187,6 +187,56 @@ def test_an_unknown_endpoint_block_fails_before_any_job_or_request(tmp_path: Pat
     assert not (tmp_path / "l.db").exists() and not (tmp_path / "o.jsonl").exists()
 
 
+def test_paths_outside_the_batch_folders_are_refused_before_any_job_or_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, allowed, outside = tmp_path / "data", tmp_path / "allowed", tmp_path / "outside"
+    for folder in (data, allowed, outside):
+        folder.mkdir()
+    monkeypatch.setenv("SWARM_DATA_DIR", str(data))
+    monkeypatch.setenv("SWARM_BATCH_ROOTS", str(allowed))
+    precious = outside / "precious.txt"
+    precious.write_text("not a batch output")
+    (allowed / "link.jsonl").symlink_to(precious)
+    inp = write_batch(allowed / "in.jsonl", 2)
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    with run_fake_openai() as primary:
+        for input_path, output_path, refused in [
+            (str(write_batch(outside / "in.jsonl", 1)), str(allowed / "o.jsonl"), "input_path"),
+            (str(inp), str(precious), "output_path"),
+            (str(inp), str(allowed / "link.jsonl"), "output_path"),  # a link leading out
+            (str(inp), "../outside/precious.txt", "output_path"),  # relative: from the data folder
+        ]:
+            with pytest.raises(ConfigError, match=f"^{refused} .* is outside this node's batch folders"):
+                batch_inference(input_path, output_path, base_url=primary.url, ledger_url=ledger)
+        assert primary.requests == [] and not Path(tmp_path / "l.db").exists()
+        assert precious.read_text() == "not a batch output"
+        # Relative paths are taken from the data folder, and SWARM_BATCH_ROOTS folders are allowed too.
+        write_batch(data / "in.jsonl", 2)
+        result = batch_inference("in.jsonl", str(allowed / "out.jsonl"), base_url=primary.url, ledger_url=ledger)
+    assert result["ok"] == 2 and (allowed / "out.jsonl").exists()
+
+
+def test_an_existing_file_that_is_no_output_of_this_batch_is_refused_not_truncated(tmp_path: Path) -> None:
+    inp = write_batch(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    out.write_text("my notes, not JSONL\n")
+    ledger = f"sqlite:///{tmp_path}/l.db"
+    with run_fake_openai() as primary:
+        with pytest.raises(ConfigError, match=r"exists and line 1 is no output line: it is not this batch's output"):
+            batch_inference(str(inp), str(out), base_url=primary.url, ledger_url=ledger)
+        assert out.read_text() == "my notes, not JSONL\n" and primary.requests == []
+        out.unlink()
+        assert batch_inference(str(inp), str(out), base_url=primary.url, ledger_url=ledger)["ok"] == 3
+        # Its own output is resumed (nothing left to do); another batch's input may not append to it.
+        assert batch_inference(str(inp), str(out), base_url=primary.url, ledger_url=ledger)["skipped"] == 3
+        other = write_batch(tmp_path / "other.jsonl", 1)
+        other.write_text(other.read_text().replace('"q0"', '"z0"'))
+        with pytest.raises(ConfigError, match="holds custom_id 'q0', which is in no line of this input"):
+            batch_inference(str(other), str(out), base_url=primary.url, ledger_url=ledger)
+    assert len(out.read_text().splitlines()) == 3
+
+
 def _vllm_importable() -> bool:
     try:
         import vllm  # type: ignore[import-not-found]  # noqa: F401

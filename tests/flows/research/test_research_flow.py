@@ -19,7 +19,7 @@ from flows.research.reports import open_ledger
 from tests.fakes.inference_openai_server import run_fake_openai
 from tests.fakes.research_searxng import run_fake_searxng
 
-GPTR_PYTHON = os.environ.get("SWARM_GPTR_PYTHON", "/opt/gptr/bin/python")
+GPTR_PYTHON = os.environ.get("SWARM_GPTR_PYTHON", str(Path(__file__).resolve().parents[3] / ".venv-gptr/bin/python"))
 needs_gptr = pytest.mark.skipif(
     not Path(GPTR_PYTHON).exists(), reason=f"no gpt-researcher venv at {GPTR_PYTHON} (set SWARM_GPTR_PYTHON)"
 )
