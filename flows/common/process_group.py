@@ -66,6 +66,11 @@ def lead_own_group() -> None:
     if child == 0:
         os.close(keepalive)
         os.setpgid(0, 0)
+        # A signal reaches the child only when the waiting process passes it on, so it must act on it even where
+        # the command was started with it ignored (a shell's background job inherits SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
         threading.Thread(target=_kill_group_on_eof, args=(lifeline,), name="lifeline", daemon=True).start()
         return
     os.close(lifeline)

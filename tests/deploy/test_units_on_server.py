@@ -30,7 +30,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from tests.conftest import PG_ADMIN_URL
-from tests.e2e.cluster import PREFECT, REPO, Proc, clean_env, free_port, run_cli, wait_until
+from tests.e2e.cluster import PREFECT, REPO, Proc, clean_env, free_port, run_cli, wait_healthy, wait_until
 from tests.e2e.systemd import Service, read_service, render_env
 
 pytestmark = pytest.mark.slow
@@ -106,16 +106,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, prefect_db: str) -> Iterato
     proc = Proc("server", args, env, root / "logs", cwd=REPO)
     url = f"http://127.0.0.1:{port}/api"
 
-    def healthy() -> bool:  # /health is the one path open without the auth string
-        if proc.popen.poll() is not None:
-            raise AssertionError(f"prefect server exited:\n{proc.tail()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(healthy, 180, "the Prefect server's /api/health")
+        wait_healthy(proc, f"{url}/health", 180, "the Prefect server's /api/health")
         yield Server(url, auth, root)
     finally:
         proc.stop()
@@ -194,7 +186,8 @@ def test_a_worker_started_as_its_unit_says_runs_a_deployment_from_its_own_checko
     files = {"/etc/swarm/worker.env": worker_env, "/etc/swarm/worker-oracle.env": node_env}
     worker = Proc("worker-oracle", command(unit), env_of(unit, files, root), root / "logs", cwd=REPO)
     try:
-        wait_until(lambda: health_answers(worker), 60, "the worker's health check on 127.0.0.1:4210")
+        health_url = f"http://{WORKER_HEALTH[0]}:{WORKER_HEALTH[1]}/health"
+        wait_healthy(worker, health_url, 60, "the worker's health check on 127.0.0.1:4210")
         assert listening(WORKER_HEALTH[1]) == {"127.0.0.1"}
         [health] = [d for d in deployed if d.name == "every-5-min"]
         params = {
@@ -214,12 +207,3 @@ def test_a_worker_started_as_its_unit_says_runs_a_deployment_from_its_own_checko
         assert (root / "swarm_health.prom").exists()  # the flow itself ran, not only its process
     finally:
         worker.stop()
-
-
-def health_answers(worker: Proc) -> bool:
-    if worker.popen.poll() is not None:
-        raise AssertionError(f"the worker exited:\n{worker.tail()}")
-    try:
-        return httpx.get(f"http://{WORKER_HEALTH[0]}:{WORKER_HEALTH[1]}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -88,16 +88,23 @@ def start_server(home: Path, log_dir: Path) -> tuple[Proc, str]:
     server = Proc("server", [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log_dir)
     url = f"http://127.0.0.1:{port}/api"
 
+    wait_healthy(server, f"{url}/health", 120, "the Prefect server's /api/health")
+    return server, url
+
+
+def wait_healthy(proc: Proc, health_url: str, timeout: float, what: str) -> None:
+    """Wait until ``health_url`` answers 200 (a health path needs no auth string), failing at once with the
+    process's log if it exits meanwhile."""
+
     def healthy() -> bool:
-        if server.popen.poll() is not None:
-            raise AssertionError(f"prefect server exited:\n{server.tail()}")
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
         try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            return httpx.get(health_url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, 120, "the Prefect server's /api/health")
-    return server, url
+    wait_until(healthy, timeout, what)
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:

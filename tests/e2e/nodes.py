@@ -8,10 +8,9 @@ import secrets
 import shutil
 from collections.abc import Callable
 
-import httpx
 import psycopg
 
-from tests.e2e.cluster import REPO, Proc, wait_until
+from tests.e2e.cluster import REPO, Proc, wait_healthy, wait_until
 from tests.e2e.netns import RUNNER_ADDRESS, SUBNET, Host, Network
 from tests.e2e.systemd import BASE_ENV, Service, read_service, render_env
 
@@ -96,16 +95,7 @@ class Cluster:
         self.oracle.path("/etc/swarm/server.env").write_text(text)
         self.procs["server"] = self._start_unit(self.oracle, "server", read_service(SYSTEMD / "prefect-server.service"))
 
-        def healthy() -> bool:
-            server = self.procs["server"]
-            if server.popen.poll() is not None:
-                raise AssertionError(f"the Prefect server exited ({server.popen.returncode}):\n{server.tail()}")
-            try:
-                return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, 180, "the Prefect server on oracle")
+        wait_healthy(self.procs["server"], f"{self.api_url}/health", 180, "the Prefect server on oracle")
 
     # --- every node -------------------------------------------------------------------------------
     def write_worker_env(self, per_node: dict[str, dict[str, str]]) -> None:
