@@ -97,6 +97,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, prefect_db: str) -> Iterato
             "PREFECT_SERVER_API_AUTH_STRING": auth,
             "PREFECT_HOME": str(root / "server-home"),
             "PREFECT_UI_ENABLED": "false",  # test speed
+            # No scheduled runs: a health/every-5-min run the scheduler makes at :00/:05 would take the deployment's
+            # one slot (CANCEL_NEW) and cancel the run this module starts. Schedules fire in the three-host test.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         },
     )
     args = command(unit)

@@ -36,6 +36,8 @@ mount -t tmpfs -o mode=0755 swarm-srv /srv
 mkdir /srv/swarm /srv/swarm-data
 mount --bind "$1" /srv/swarm
 mount -t tmpfs -o mode=1777 swarm-tmp /tmp
+# A checkout under /tmp (a CI clone) stays at its own path too: its venv's scripts name that interpreter.
+case "$1" in /tmp/*) mkdir -p "$1" && mount --bind /srv/swarm "$1" ;; esac
 touch /mnt/ready
 exec sleep infinity
 """
