@@ -1,6 +1,6 @@
 """Scale benchmark of the Drive source's plan: first-sync listing and a 1%-changed incremental sync.
 
-The fake Drive v3 server (tests/fakes/gdrive_server.py) runs in its own process holding N files in F
+The fake Drive v3 server (testkit/gdrive_server.py) runs in its own process holding N files in F
 folders (metadata only); each phase runs the real source (real google-api-python-client over HTTP,
 SQLite ledger) in a fresh subprocess so its peak RSS is its own. Usage:
 
@@ -25,7 +25,7 @@ from urllib.request import Request, urlopen
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.gdrive_server import FOLDER, GDOC, FakeDrive, FakeFile, Faults, _Handler
+from testkit.gdrive_server import FOLDER, GDOC, FakeDrive, FakeFile, Faults, _Handler
 
 
 def generate(drive: FakeDrive, files: int, folders: int, seed: int = 1) -> str:

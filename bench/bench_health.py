@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.ops.inventory import Service
 from flows.ops.probes import sweep, to_rows
-from tests.fakes.ops_services import fake_cluster
+from testkit.ops_services import fake_cluster
 
 PG = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

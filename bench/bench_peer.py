@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.corpus import sample_python_doc  # noqa: E402
 from bench.treewatch import run_measured  # noqa: E402
-from tests.e2e.cluster import start_server  # noqa: E402  (the e2e test's real `prefect server start`)
+from testkit.cluster import start_server  # noqa: E402  (the e2e test's real `prefect server start`)
 
 PEER_VENV = ROOT / "bench" / ".venv-peer"
 PEER_PYTHON = PEER_VENV / "bin" / "python"

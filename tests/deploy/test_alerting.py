@@ -26,9 +26,9 @@ import yaml
 from deployments import bootstrap
 from flows.ops import metrics
 from flows.ops.health import health
-from tests.deploy.monitoring_stack import alert_groups, alertmanager, binary, node_exporter, prometheus
-from tests.e2e.cluster import REPO, clean_env, run_cli, start_server, wait_until
-from tests.fakes.ops_services import HEALTHY, fake_service
+from testkit.cluster import REPO, clean_env, run_cli, start_server, wait_until
+from testkit.monitoring_stack import alert_groups, alertmanager, binary, node_exporter, prometheus
+from testkit.ops_services import HEALTHY, fake_service
 
 CLOSED = "http://127.0.0.1:1"  # nothing listens there: a probe finds the service down at once
 ALERT_WAIT_S = 60

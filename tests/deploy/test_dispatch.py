@@ -126,7 +126,7 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
     from flows.rag.ledger import RagLedger
     from flows.rag.sources.gdrive import GoogleDriveSpec
     from flows.rag.sync import rag_sync
-    from tests.fakes.gdrive_server import serve
+    from testkit.gdrive_server import serve
 
     started: dict[UUID, dispatch.BatchJob] = {}
 

@@ -29,8 +29,8 @@ from prefect.client.schemas.objects import State
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from testkit.cluster import PREFECT, REPO, Proc, clean_env, free_port, run_cli, wait_healthy, wait_until
 from tests.conftest import PG_ADMIN_URL
-from tests.e2e.cluster import PREFECT, REPO, Proc, clean_env, free_port, run_cli, wait_healthy, wait_until
 from tests.e2e.systemd import Service, read_service, render_env
 
 pytestmark = pytest.mark.slow

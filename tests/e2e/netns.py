@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.cluster import REPO, Proc, wait_until
+from testkit.cluster import REPO, Proc, wait_until
 
 PREFIX = "swe2e"
 BRIDGE = f"{PREFIX}-br"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from tests.e2e.cluster import REPO, Proc, wait_healthy, wait_until
+from testkit.cluster import REPO, Proc, wait_healthy, wait_until
 from tests.e2e.netns import RUNNER_ADDRESS, SUBNET, Host, Network
 from tests.e2e.systemd import BASE_ENV, Service, read_service, render_env
 

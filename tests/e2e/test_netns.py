@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO
+from testkit.cluster import REPO
 from tests.e2e.netns import Network, leftovers
 
 PY = "/srv/swarm/.venv/bin/python"

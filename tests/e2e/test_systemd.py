@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO
+from testkit.cluster import REPO
 from tests.e2e.systemd import BASE_ENV, parse_env_file, read_service, render_env
 
 UNIT = """[Unit]

@@ -44,12 +44,12 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from blocks.postgres import PostgresLedger
-from tests.e2e.cluster import wait_until
+from testkit.cluster import wait_until
+from testkit.documents import write_document
+from testkit.gdrive_server import FakeDrive, serve
 from tests.e2e.conftest import FAILED
 from tests.e2e.netns import RUNNER_ADDRESS, Host, Network
 from tests.e2e.nodes import VENV, Cluster
-from tests.fakes.documents import write_document
-from tests.fakes.gdrive_server import FakeDrive, serve
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from tests.fakes.documents import write_document
+from testkit.documents import write_document
 from tests.flows.cli_runner import run_swarm
 
 

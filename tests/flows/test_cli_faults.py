@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from qdrant_client import QdrantClient
 
+from testkit.documents import write_document
 from tests.conftest import PG_ADMIN_URL
-from tests.fakes.documents import write_document
 from tests.flows.cli_runner import run_swarm, session_processes, start_swarm
 from tests.flows.rag_checks import assert_consistent, ledger_rows
 

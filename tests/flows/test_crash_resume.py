@@ -11,7 +11,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from flows.common.db import Database
-from tests.fakes.documents import write_document
+from testkit.documents import write_document
 from tests.flows.cli_runner import run_swarm, start_swarm
 from tests.flows.rag_checks import all_points, assert_consistent, ledger_rows
 

@@ -10,8 +10,8 @@ from flows.rag.config import load_config
 from flows.rag.services import open_services
 from flows.rag.sources.gdrive import GoogleDriveSpec
 from flows.rag.sync import rag_sync
-from tests.fakes.documents import TOPICS, write_document
-from tests.fakes.gdrive_server import GDOC, FakeDrive, serve
+from testkit.documents import TOPICS, write_document
+from testkit.gdrive_server import GDOC, FakeDrive, serve
 from tests.flows.rag_checks import assert_consistent, config_for, ledger_rows
 
 

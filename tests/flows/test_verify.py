@@ -14,7 +14,7 @@ from flows.rag.services import open_services
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
 from flows.rag.verify import rag_verify
-from tests.fakes.documents import write_document
+from testkit.documents import write_document
 from tests.flows.rag_checks import assert_consistent, config_for
 
 SUBJECTS = {"otters.md": "Otters float on their backs", "tides.txt": "The moon pulls the tides", "owls.html": "Owls"}

@@ -52,9 +52,9 @@ from flows.rag.ingest import ingest_batch
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
 from flows.research.gpt_researcher_run import research
-from tests.fakes.inference_openai_server import run_fake_openai
-from tests.fakes.ops_services import HEALTHY, fake_service
-from tests.fakes.research_searxng import run_fake_searxng
+from testkit.inference_openai_server import run_fake_openai
+from testkit.ops_services import HEALTHY, fake_service
+from testkit.research_searxng import run_fake_searxng
 from tests.flows.cli_runner import SWARM, swarm_env
 from tests.flows.inference.test_inference_flow import write_batch
 from tests.flows.ops.conftest import PG_ADMIN_URL, auth_redis  # noqa: F401 - a fixture

@@ -17,7 +17,7 @@ from flows.common.db import Database
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument, Source
 from flows.rag.sources.gdrive import GoogleDriveSource, GoogleDriveSpec
 from flows.rag.sources.gdrive_client import DriveAuthError, RetryPolicy
-from tests.fakes.gdrive_server import FOLDER, GDOC, FakeDrive, Faults, serve
+from testkit.gdrive_server import FOLDER, GDOC, FakeDrive, Faults, serve
 
 
 @dataclass

@@ -30,9 +30,9 @@ from flows.ops.preflight_needs import (
 )
 from flows.rag.config import DEFAULT_MODEL
 from flows.rag.ledger import RagLedger
-from tests.e2e.cluster import free_port
-from tests.fakes.nvidia_smi import fake_nvidia_smi
-from tests.fakes.serving import serving
+from testkit.cluster import free_port
+from testkit.nvidia_smi import fake_nvidia_smi
+from testkit.serving import serving
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = {

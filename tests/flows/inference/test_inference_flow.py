@@ -16,7 +16,7 @@ from flows.inference.engines import VllmEngine
 from flows.inference.ledger import get_job, open_ledger
 from flows.inference.runner import run_batch
 from flows.inference.vllm_batch import batch_inference
-from tests.fakes.inference_openai_server import run_fake_openai
+from testkit.inference_openai_server import run_fake_openai
 
 
 def write_batch(path: Path, n: int, extra: list[str] | None = None) -> Path:

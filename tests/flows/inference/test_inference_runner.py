@@ -16,7 +16,7 @@ import pytest
 
 from flows.inference.engines import HttpEngine, HttpSettings
 from flows.inference.runner import run_batch
-from tests.fakes.inference_openai_server import FakeOpenAIState, run_fake_openai
+from testkit.inference_openai_server import FakeOpenAIState, run_fake_openai
 
 REPO = Path(__file__).resolve().parents[3]
 

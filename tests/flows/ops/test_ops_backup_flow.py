@@ -24,7 +24,7 @@ from flows.ops.backup import backup
 from flows.ops.backup_catalog import BackupFailed, Catalog
 from flows.ops.backup_redis import dump_rdb, redis_target
 from flows.ops.restore import restore
-from tests.fakes.ops_services import HEALTHY, fake_service
+from testkit.ops_services import HEALTHY, fake_service
 from tests.flows.ops.conftest import PG_ADMIN_URL
 from tests.flows.ops.test_ops_qdrant_snapshot import DATA, snapshot_routes
 

@@ -19,7 +19,7 @@ from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, 
 from flows.ops.backup_names import collection_name, database_name, path_component, url_segment
 from flows.ops.backup_qdrant import restore_snapshot, snapshot_collection
 from flows.ops.restore import restore
-from tests.fakes.ops_services import fake_service
+from testkit.ops_services import fake_service
 from tests.flows.ops.conftest import PG_ADMIN_URL
 
 

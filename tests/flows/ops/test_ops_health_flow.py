@@ -15,7 +15,7 @@ from flows.common.errors import ConfigError
 from flows.common.events import SERVICE_DOWN, SERVICE_RECOVERED
 from flows.ops import health as health_module
 from flows.ops.health import health
-from tests.fakes.ops_services import fake_cluster
+from testkit.ops_services import fake_cluster
 from tests.flows.ops.conftest import PG_ADMIN_URL
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from flows.ops.inventory import Service
 from flows.ops.probes import HealthRow, sweep, to_rows
-from tests.fakes.ops_services import HEALTHY, fake_cluster, fake_service
+from testkit.ops_services import HEALTHY, fake_cluster, fake_service
 
 PG = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

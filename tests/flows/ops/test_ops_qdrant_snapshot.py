@@ -10,7 +10,7 @@ import pytest
 
 from flows.ops.backup_catalog import BackupFailed
 from flows.ops.backup_qdrant import restore_snapshot, snapshot_collection
-from tests.fakes.ops_services import fake_service
+from testkit.ops_services import fake_service
 
 DATA = b"qdrant-snapshot-bytes" * 5000
 NAME = "docs-123.snapshot"

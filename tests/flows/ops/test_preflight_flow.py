@@ -20,8 +20,8 @@ from flows.ops.preflight import BLOCK_TYPES, PreflightFailed, preflight
 from flows.ops.preflight_checks import OK
 from flows.rag.config import DEFAULT_MODEL
 from flows.rag.ledger import RagLedger
-from tests.e2e.cluster import free_port
-from tests.fakes.nvidia_smi import fake_nvidia_smi
+from testkit.cluster import free_port
+from testkit.nvidia_smi import fake_nvidia_smi
 from tests.flows.cli_runner import SWARM, swarm_env
 
 REPO = Path(__file__).resolve().parents[3]

@@ -16,8 +16,8 @@ from blocks import OpenAICompatibleEndpoint, PostgresLedger, SearxngServer
 from flows.common.errors import ConfigError
 from flows.research.gpt_researcher_run import research
 from flows.research.reports import open_ledger
-from tests.fakes.inference_openai_server import run_fake_openai
-from tests.fakes.research_searxng import run_fake_searxng
+from testkit.inference_openai_server import run_fake_openai
+from testkit.research_searxng import run_fake_searxng
 
 GPTR_PYTHON = os.environ.get("SWARM_GPTR_PYTHON", str(Path(__file__).resolve().parents[3] / ".venv-gptr/bin/python"))
 needs_gptr = pytest.mark.skipif(
@@ -148,7 +148,7 @@ def test_llm_searxng_and_ledger_blocks_win_over_the_plain_parameters(pg_ledger_u
 def test_hybrid_research_reads_the_projects_own_collection(tmp_path: Path) -> None:
     from flows.rag.sources.local import LocalFolderSpec
     from flows.rag.sync import rag_sync
-    from tests.fakes.documents import write_document
+    from testkit.documents import write_document
 
     docs = tmp_path / "docs"
     docs.mkdir()

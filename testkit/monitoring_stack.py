@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.e2e.cluster import REPO, Proc, free_port, wait_until
+from testkit.cluster import REPO, Proc, free_port, wait_until
 
 MONITORING = REPO / "deployments" / "monitoring"
 STARTUP_S = 60

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.fakes.serving import serving
+from testkit.serving import serving
 
 PAGES = {
     1: ("Qdrant payload indexes", "Payload indexes make filtered vector search fast in Qdrant collections."),

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fakes.serving import serving
+from testkit.serving import serving
 
 
 class FakeOpenAIState:
