@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 GROUP_CHUNKS = 512  # as flows/rag/pipeline.py embeds them
-IMPORTS = ["prefect", "flows.rag.sync", "flows.rag.ingest", "torch", "transformers"]
+IMPORTS = ["prefect", "flows.rag.sync", "flows.rag.ingest_batch", "torch", "transformers"]
 
 
 def status_mb(field: str) -> float:

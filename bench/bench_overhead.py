@@ -38,18 +38,18 @@ from bench.corpus import CORPORA, sample_pages  # noqa: E402
 
 def without_prefect(spec: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     from flows.rag.config import load_config
-    from flows.rag.ingest import index_documents
-    from flows.rag.services import open_services
+    from flows.rag.ingest_batch import index_documents
+    from flows.rag.resources import open_resources
     from flows.rag.sources.base import iter_batches
     from flows.rag.sync import plan_changes
 
-    settings = load_config(overrides)
-    services = open_services(settings)
-    src = services.source(spec)
-    plan, _ = plan_changes.fn(services, spec, src)
+    config = load_config(overrides)
+    resources = open_resources(config)
+    src = resources.source(spec)
+    plan, _ = plan_changes.fn(resources, spec, src)
     chunks, batch_s = 0, 0.0
-    for number, batch in enumerate(iter_batches(plan.to_ingest, settings.batch_files), start=1):
-        summary = index_documents.fn(spec, batch, settings, f"{number:04d}")
+    for number, batch in enumerate(iter_batches(plan.to_ingest, config.batch_files), start=1):
+        summary = index_documents.fn(resources, src, tuple(batch), f"{number:04d}")
         chunks, batch_s = chunks + summary["chunks"], batch_s + summary["seconds"]["total"]
     return {"chunks": chunks, "stage_seconds": {"batches": batch_s}}
 

@@ -14,7 +14,9 @@
 5. saves the Webhook block ``swarm-alertmanager`` (Alertmanager's ``/api/v2/alerts`` at
    ``SWARM_ALERTMANAGER_URL``) when that is set; with neither the setting nor a saved block it warns that
    alerts have no target and leaves out the automations that alert;
-6. creates or replaces the automations of ``deployments/automations/*.yaml`` by name.
+6. creates or replaces the automations of ``deployments/automations/*.yaml`` by name;
+7. names the concurrency limit of each deployment already deployed ``deployment:<flow>:<deployment>`` (the
+   server names it ``deployment:<uuid>``): run the bootstrap again after a ``prefect deploy`` that adds one.
 Service blocks (PostgresLedger, QdrantConnection, RedisServer, OpenAICompatibleEndpoint, SearxngServer) hold
 credentials this command cannot know: save them yourself (README) and name them in the flows' ``*_block``
 parameters. Then deploy with ``prefect --no-prompt deploy --all``.
@@ -34,9 +36,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from flows.common.errors import ConfigError, SwarmError
+from flows.common.nodes import NODES
 
 HERE = Path(__file__).resolve().parent
-POOLS = ("oracle", "starlord", "thanos")
+POOLS = NODES
 GPU_LIMITS = {"gpu:starlord": 1, "gpu:thanos": 1}
 ALERT_BLOCK = "swarm-alertmanager"
 ALERTMANAGER_ENV = "SWARM_ALERTMANAGER_URL"
@@ -121,6 +124,30 @@ def ensure_gpu_limits(client: Any) -> list[str]:
         if existing.limit != slots or not existing.active:
             client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
     return list(GPU_LIMITS)
+
+
+def name_deployment_limits(client: Any) -> list[str]:
+    """Rename each deployment's concurrency limit from the server's ``deployment:<uuid>`` to
+    ``deployment:<flow>:<deployment>``.
+
+    The server creates that limit when a deployment with a ``concurrency_limit`` is deployed and finds it by id,
+    so the new name keeps the limit, its slots and its collision strategy, and a later ``prefect deploy`` with
+    the same limit leaves it as it is; the server deletes it with the deployment or when the limit is taken
+    out of prefect.yaml. (A limit created here and linked to the deployment would be deleted by the next
+    ``prefect deploy``, which sends no limit id: checked on 3.9.1.)"""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    flows = {f.id: f.name for f in client.read_flows()}
+    names = []
+    for deployment in client.read_deployments():
+        if (limit := deployment.global_concurrency_limit) is None:
+            continue
+        # The deployment's own name, as the Concurrency page shows it ("/" is not allowed in a limit's name).
+        name = f"deployment:{flows[deployment.flow_id]}:{deployment.name}"
+        if limit.name != name:
+            client.update_global_concurrency_limit(limit.name, GlobalConcurrencyLimitUpdate(name=name))
+        names.append(name)
+    return sorted(names)
 
 
 def alertmanager_alerts_url(base: str) -> str:
@@ -227,6 +254,7 @@ def bootstrap(folder: Path = HERE) -> dict[str, list[str]]:
         done["work_pools"] = ensure_pools(client, folder / "work-pools")
         done["node_blocks"] = [node_block_name(pool) for pool in done["work_pools"]]
         done["concurrency_limits"] = ensure_gpu_limits(client)
+        done["deployment_limits"] = name_deployment_limits(client)
         done["automations"] = ensure_automations(client, folder / "automations")
     return done
 

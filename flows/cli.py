@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 # Quiet Prefect's console logging before it is imported; the run is still recorded with full logs.
 if "-v" not in sys.argv and "--verbose" not in sys.argv:
@@ -16,8 +16,8 @@ if "-v" not in sys.argv and "--verbose" not in sys.argv:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 # No usage telemetry from the temporary Prefect server: this machine may have no route out.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Without PREFECT_API_URL, Prefect starts a temporary server whose first start on a fresh machine migrates its
-# database; on a small CPU that outlasts Prefect's 20 s default and the first ingest would die with a traceback.
+# With SWARM_PREFECT_SERVER=temporary (or where the local server fails), Prefect starts a temporary server whose
+# first start on a fresh machine migrates its database; on a small CPU that outlasts Prefect's 20 s default.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import typer
@@ -26,10 +26,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.common import progress
-from flows.common.errors import ConfigError, SwarmError
+from flows.common.errors import ConfigError, ServiceUnavailable, SwarmError
 from flows.common.faults import as_swarm_error
 from flows.common.process_group import lead_own_group
 from flows.rag.report import SUMMARY_FIELDS
+
+if TYPE_CHECKING:
+    from flows.common.local_server import Layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Swarm cluster pipelines.")
 out = Console()
@@ -62,12 +65,12 @@ def _written_folders(config: dict[str, Any]) -> list[Path]:
     from flows.rag.config import load_config
 
     try:
-        settings = load_config(config)
+        rag = load_config(config)
     except SwarmError:
         return []
-    ledger = settings.resolved_ledger_url
+    ledger = rag.resolved_ledger_url
     sqlite = [Path(ledger.removeprefix("sqlite:///")).parent] if ledger.startswith("sqlite:///") else []
-    return [settings.resolved_qdrant_path, *sqlite, settings.data_dir]
+    return [rag.resolved_qdrant_path, *sqlite, rag.data_dir]
 
 
 @contextmanager
@@ -83,6 +86,99 @@ def _one_line_errors(verbose: bool = False, config: dict[str, Any] | None = None
         if fault is None and verbose:
             raise
         _fail(fault or SwarmError(f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"))
+
+
+def _server_layout(data_dir: Path | None) -> Layout:
+    """The local server's files under the data folder a command's flags and SWARM_DATA_DIR name."""
+    from flows.common.local_server import Layout
+    from flows.rag.config import load_config
+
+    return Layout.under(load_config(_overrides(data_dir=data_dir)).data_dir)
+
+
+def _idle_minutes() -> float:
+    raw = os.environ.get("SWARM_SERVER_IDLE_MINUTES", "60")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not minutes >= 0:
+        raise ConfigError(f"SWARM_SERVER_IDLE_MINUTES must be a number of minutes >= 0 (0: never), not {raw!r}")
+    return minutes
+
+
+def _use_prefect_api(data_dir: Path | None) -> None:
+    """Point this command's flow runs at an API: the one Prefect's settings name (PREFECT_API_URL, e.g. the
+    cluster's), else the data folder's local server, started on first use (flows/common/local_server.py), else,
+    with SWARM_PREFECT_SERVER=temporary or where the local one cannot start, Prefect's temporary one."""
+    with _one_line_errors():
+        mode = os.environ.get("SWARM_PREFECT_SERVER", "local")
+        if mode not in ("local", "temporary"):
+            raise ConfigError(f"SWARM_PREFECT_SERVER must be local or temporary, not {mode!r}")
+        from prefect.context import refresh_global_settings_context
+        from prefect.settings import get_current_settings
+
+        from flows.common import local_server
+
+        if get_current_settings().api.url or mode == "temporary":
+            return
+        try:
+            server = local_server.ensure(_server_layout(data_dir), _idle_minutes())
+        except (ServiceUnavailable, OSError) as error:  # OSError: e.g. a read-only data folder
+            err.print(f"warning: {error}; this run uses a temporary Prefect server", highlight=False, soft_wrap=True)
+            return
+    os.environ.update(PREFECT_API_URL=server.url, PREFECT_API_AUTH_STRING=server.auth)  # env only, never argv
+    refresh_global_settings_context()  # Prefect read its settings at import, before the URL was known
+
+
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local Prefect server that ingest and verify start for themselves when PREFECT_API_URL is unset.",
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(data_dir: DataDir = None) -> None:
+    """Start the data folder's server now, or show the one running (ingest and verify start it when needed)."""
+    from flows.common import local_server
+
+    with _one_line_errors():
+        layout = _server_layout(data_dir)
+        server = local_server.ensure(layout, _idle_minutes())
+    out.print(
+        f"running at {server.url} (PREFECT_HOME {layout.home}, auth string in {layout.state})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@server_app.command("status")
+def server_status(data_dir: DataDir = None) -> None:
+    """Whether the data folder's server runs, and where; exit 1 when it does not."""
+    from flows.common import local_server
+
+    with _one_line_errors():
+        layout = _server_layout(data_dir)
+        server = local_server.running(layout)
+    if server is None:
+        out.print(f"not running (PREFECT_HOME {layout.home})", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(
+        f"running at {server.url} (pid {server.pid}, PREFECT_HOME {layout.home})", highlight=False, soft_wrap=True
+    )
+
+
+@server_app.command("stop")
+def server_stop(data_dir: DataDir = None) -> None:
+    """Stop the data folder's server (a run using it loses its API); the next ingest starts a new one."""
+    from flows.common import local_server
+
+    with _one_line_errors():
+        layout = _server_layout(data_dir)
+        server = local_server.stop(layout)
+    line = f"stopped the server at {server.url}" if server else f"not running (PREFECT_HOME {layout.home})"
+    out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -105,8 +201,9 @@ def ingest(
 ) -> None:
     """Index a folder into the vector store (new, changed and removed files only)."""
     lead_own_group()  # the temporary Prefect server and the parsers die with this command, however it ends
+    _use_prefect_api(data_dir)
     from flows.rag.config import load_config
-    from flows.rag.services import open_services
+    from flows.rag.resources import open_resources
     from flows.rag.sources.local import LocalFolderSpec
     from flows.rag.sync import rag_sync
 
@@ -131,9 +228,9 @@ def ingest(
     with _one_line_errors(verbose, config):
         # Check flags, folder and ledger before a flow run starts: a mistake is one line, not a run. Not the store:
         # a sync with nothing to do never opens it, and one with work reports an unreachable store the same way.
-        services = open_services(load_config(config))
+        resources = open_resources(load_config(config))
         spec = LocalFolderSpec(path=str(path.expanduser().resolve()))
-        services.source(spec)
+        resources.source(spec)
         with bar, progress.listening(on_progress):
             stats = rag_sync(spec, config)
     table = Table(title=f"Synced {path}", show_header=False)
@@ -160,16 +257,16 @@ def search(
     """Show the chunks closest to QUERY, with score, document and a snippet."""
     from flows.rag.config import load_config
     from flows.rag.embed import get_embedder
-    from flows.rag.services import open_services
+    from flows.rag.resources import open_resources
 
     with _one_line_errors():
         config = load_config(
             _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url,
                        qdrant_path=qdrant_path, collection=collection, embedding_model=model)
         )  # fmt: skip
-        services = open_services(config)
+        resources = open_resources(config)
         vector = get_embedder(config.embedding_model, config.device, config.embed_precision).embed_texts([query])[0]
-        hits = services.store.search(vector, k)
+        hits = resources.store.search(vector, k)
     if not hits:
         out.print("no results (is anything indexed? try `swarm status`)")
         return
@@ -233,6 +330,7 @@ def verify(
 ) -> None:
     """Compare the ledger with the vector store per document (run after every Qdrant restore)."""
     lead_own_group()
+    _use_prefect_api(data_dir)
     from flows.rag.sources.local import LocalFolderSpec
     from flows.rag.verify import rag_verify
 

@@ -34,6 +34,13 @@ if [ -n "$extras" ] || [ "${SWARM_WITH_GPTR:-}" = "1" ]; then
   .venv-gptr/bin/pip install -q -r flows/research/gptr-requirements.txt
 fi
 
+# The LiteLLM gateway is a service of its own (oracle), in a venv of its own; the tests start it from there in front
+# of `transformers serve` (testkit/gateway.py).
+if [ -n "$extras" ] || [ "${SWARM_WITH_GATEWAY:-}" = "1" ]; then
+  [ -x .venv-gateway/bin/python ] || "$PYTHON" -m venv .venv-gateway
+  .venv-gateway/bin/pip install -q -r deployments/litellm/requirements.txt
+fi
+
 # The alerting tests run Debian's monitoring stack, each server on a free loopback port with its own data
 # folder; the packages' own services must not start and take ports 9090-9100, now or at boot.
 install_monitoring() {
@@ -56,3 +63,26 @@ install_monitoring() {
   return "$rc"
 }
 [ -z "$extras" ] || install_monitoring
+
+# Parsing runs Debian's document tools: tesseract (OCR), LibreOffice (doc/ppt/xls/odp/ods), pandoc (odt/rtf/epub),
+# poppler (renders scanned pages). Both modes install them: every node that parses needs them, and a node without
+# them records the affected files as failed, naming the package. Only a failed install with --test stops here (the
+# tests need them); otherwise it warns and the rest goes on. bzip2-doc's manual is the tests' scanned-page source.
+install_doc_tools() {
+  local pkgs="tesseract-ocr tesseract-ocr-eng poppler-utils pandoc libreoffice-core libreoffice-writer"
+  pkgs="$pkgs libreoffice-calc libreoffice-impress"
+  [ -z "$extras" ] || pkgs="$pkgs bzip2-doc"
+  local p missing="" sudo=""
+  for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing="$missing $p"
+  done
+  [ -n "$missing" ] || return 0
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  local apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -y --no-install-recommends"
+  # shellcheck disable=SC2086
+  $apt install $missing >/dev/null || { $apt update && $apt install $missing >/dev/null; }
+}
+if ! install_doc_tools; then
+  [ -z "$extras" ] || { echo "error: cannot install Debian's document tools (apt-get)" >&2; exit 2; }
+  echo "warning: Debian's document tools are not installed: scans, images and legacy Office files will be recorded as failed" >&2
+fi

@@ -203,3 +203,124 @@ def write_docx_bomb(path: Path, inflated_mb: int) -> int:
     end = struct.pack("<I4H2IH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
     path.write_bytes(local + central + end)
     return path.stat().st_size
+
+
+# Formats written by the tool that writes them for real: LibreOffice converts the OOXML files above, pandoc
+# writes RTF and EPUB from Markdown, Python's email package writes a message with attachments.
+# file name -> (topic sentence, the OOXML/Markdown file it is made from)
+CONVERTED_TOPICS: dict[str, tuple[str, str]] = {
+    "orchard.doc": ("Apple orchards need cross pollination by honeybees in spring.", "docx"),
+    "harbour.odt": ("The harbour pilot guides tankers past the sandbanks at high tide.", "docx"),
+    "lighthouse.ppt": ("Lighthouse keepers trimmed the lamp wicks every four hours.", "pptx"),
+    "comet.odp": ("Comet tails always point away from the sun because of the solar wind.", "pptx"),
+    "seeds.xls": ("Sunflower seed harvest tonnage", "xlsx"),
+    "rivets.ods": ("Titanium rivet inventory count", "xlsx"),
+    "falconry.rtf": ("Falconers train peregrines to return to a leather lure.", "md"),
+    "origami.epub": ("Origami cranes are folded from a single uncut square of paper.", "md"),
+}
+# The message and the topic of each of its attachments.
+EMAIL_TOPIC = "The allotment committee votes on the new compost rota next week."
+ATTACHMENT_TOPICS: dict[str, str] = {
+    "minutes.docx": "Beekeepers must register every hive with the county before June.",
+    "rota.odt": "Greenhouse watering duty rotates between the three plot holders.",
+    "forwarded.eml": "The tool shed padlock code changes on the first of the month.",
+}
+
+
+def libreoffice_profile_arg(profile: Path) -> str:
+    return f"-env:UserInstallation={profile.resolve().as_uri()}"
+
+
+def make_converted_corpus(root: Path) -> dict[str, str]:
+    """Write every file of CONVERTED_TOPICS into ``root``; returns name -> topic sentence."""
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    sources = root / "sources"
+    sources.mkdir(exist_ok=True)
+    by_target: dict[str, list[Path]] = {}
+    for name, (topic, source_ext) in CONVERTED_TOPICS.items():
+        source = sources / f"{Path(name).stem}.{source_ext}"
+        if source_ext == "md":
+            source.write_text(f"# {source.stem.title()}\n\n" + "\n\n".join(_paragraphs(topic)) + "\n")
+            subprocess.run(["pandoc", str(source), "-o", str(root / name)], check=True, timeout=60)
+        else:
+            write_document(source, topic)
+            by_target.setdefault(Path(name).suffix[1:], []).append(source)
+    profile = root / "libreoffice-profile"
+    for target, files in by_target.items():
+        subprocess.run(
+            ["soffice", libreoffice_profile_arg(profile), "--headless", "--norestore", "--convert-to", target,
+             "--outdir", str(root), *map(str, files)],
+            check=True, capture_output=True, timeout=180,
+        )  # fmt: skip
+    return {name: topic for name, (topic, _) in CONVERTED_TOPICS.items()}
+
+
+def write_message_with_attachments(path: Path, work: Path) -> None:
+    """An .eml whose attachments are a .docx, an .odt (written by pandoc), a forwarded .eml and a .zip."""
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    message = EmailMessage()
+    message["From"] = "chair@example.org"
+    message["To"] = "plot-holders@example.org"
+    message["Subject"] = "Allotment committee"
+    message.set_content("\n\n".join(_paragraphs(EMAIL_TOPIC)))
+    write_document(work / "minutes.docx", ATTACHMENT_TOPICS["minutes.docx"])
+    markdown = work / "rota.md"
+    markdown.write_text("\n\n".join(_paragraphs(ATTACHMENT_TOPICS["rota.odt"])) + "\n")
+    subprocess.run(["pandoc", str(markdown), "-o", str(work / "rota.odt")], check=True, timeout=60)
+    for name, (maintype, subtype) in {
+        "minutes.docx": ("application", "vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        "rota.odt": ("application", "vnd.oasis.opendocument.text"),
+    }.items():
+        message.add_attachment((work / name).read_bytes(), maintype=maintype, subtype=subtype, filename=name)
+    forwarded = EmailMessage()
+    forwarded["Subject"] = "Shed"
+    forwarded.set_content("\n\n".join(_paragraphs(ATTACHMENT_TOPICS["forwarded.eml"])))
+    message.add_attachment(forwarded, filename="forwarded.eml")
+    with zipfile.ZipFile(work / "photos.zip", "w") as archive:
+        archive.writestr("readme.txt", "holiday photos")
+    message.add_attachment((work / "photos.zip").read_bytes(), maintype="application", subtype="zip",
+                           filename="photos.zip")  # fmt: skip
+    path.write_bytes(bytes(message))
+
+
+def debian_pdf(target: Path) -> Path:
+    """bzip2's manual (Debian's bzip2-doc, installed by scripts/install.sh --test): a real pdfTeX document."""
+    import gzip
+
+    source = Path("/usr/share/doc/bzip2/manual.pdf.gz")
+    if not source.exists():
+        raise FileNotFoundError(f"{source} is missing: install Debian's bzip2-doc (scripts/install.sh --test)")
+    target.write_bytes(gzip.decompress(source.read_bytes()))
+    return target
+
+
+def write_scanned_pdf(source: Path, pages: list[int], target: Path, dpi: int = 300) -> list[Path]:
+    """``pages`` of ``source`` rendered with pdftoppm and rebuilt as an image-only PDF (a scan: no text layer).
+    Returns the page images, for comparing with raw tesseract."""
+    import subprocess
+
+    from PIL import Image
+
+    images: list[Path] = []
+    for page in pages:
+        prefix = target.parent / f"{target.stem}-page{page}"
+        subprocess.run(["pdftoppm", "-f", str(page), "-l", str(page), "-r", str(dpi), "-gray", "-png",
+                        "-singlefile", str(source), str(prefix)], check=True, timeout=60)  # fmt: skip
+        images.append(prefix.with_suffix(".png"))
+    frames = [Image.open(image) for image in images]
+    frames[0].save(target, "PDF", resolution=dpi, save_all=True, append_images=frames[1:])
+    return images
+
+
+def write_blank_pdf(path: Path, pages: int) -> None:
+    """A many-page PDF with no text at all (a long scan, at no cost to build)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for _ in range(pages):
+        pdf.add_page()
+    pdf.output(str(path))

@@ -80,6 +80,8 @@ class FakeDrive:
     _ids: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
     calls: dict[str, int] = field(default_factory=dict)
+    # Every content request served: (file id, the export MIME type asked for, None for a plain download).
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)
     by_parent: dict[str, dict[str, None]] = field(default_factory=dict)  # parent -> ordered child ids
 
     def children(self, parent: str) -> list[FakeFile]:
@@ -320,11 +322,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(403, "cannotExportFile", "This file cannot be exported")
             if (f.export_size or len(f.content)) > EXPORT_LIMIT:
                 return self._error(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
+            drive.downloads.append((f.id, qs.get("mimeType")))
             self.media = f.content
             return None
         if qs.get("alt") == "media":
             if f.mime.startswith(NATIVE):
                 return self._error(403, "fileNotDownloadable", "Use Export with Docs Editors files.")
+            drive.downloads.append((f.id, None))
             self.media = f.content
             return None
         return self._send(200, f.resource())

@@ -4,7 +4,8 @@ Endpoints: POST /v1/chat/completions (also streamed as SSE), /v1/completions, /v
 GET /v1/models, /health.
 Faults for tests: ``faults`` is a queue of per-request injections ("500", "429", "slow") consumed by the
 next POSTs; a prompt containing ``[fail400]``/``[fail500]`` always gets that status; ``down`` makes
-/health answer 503; ``delay_s`` (+ random ``jitter_s``) slows every POST.
+/health answer 503; ``delay_s`` (+ random ``jitter_s``) slows every POST; ``response_cost`` is sent as
+LiteLLM's ``x-litellm-response-cost`` header on every success (None: no header, as vLLM).
 Every request body is recorded in ``requests``, its Authorization header (or None) in ``auth``.
 """
 
@@ -42,6 +43,9 @@ class FakeOpenAIState:
         self.url = ""
         # Optional: the assistant's answer for a chat request body (default: echo the last message).
         self.chat_responder: Callable[[dict[str, Any]], str] | None = None
+        self.response_cost: str | None = None
+        # Optional: an error status to answer a request body with (None: answer it), e.g. to fail chosen lines once.
+        self.reject: Callable[[dict[str, Any]], int | None] | None = None
 
     def next_fault(self) -> str | None:
         with self.lock:
@@ -72,6 +76,8 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            if status < 400 and self.command == "POST" and state.response_cost is not None:
+                headers = {**(headers or {}), "x-litellm-response-cost": state.response_cost}
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -125,6 +131,9 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 time.sleep(state.delay_s + random.uniform(0, state.jitter_s))
             if state.fail_all:
                 self._send(state.fail_all, {"error": {"message": "server unavailable", "type": "server_error"}})
+                return
+            if state.reject and (status := state.reject(body)):
+                self._send(status, {"error": {"message": "rejected by the test", "type": "invalid_request_error"}})
                 return
             fault = state.next_fault()
             if fault == "500":

@@ -8,9 +8,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from testkit.gateway import Gateway
 
 # Nothing in the tests may reach the network: model weights come from site-packages only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,3 +68,15 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def pg_ledger_url(pg_database: str) -> str:
     return _fresh_pg_schema(pg_database)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The real LiteLLM proxy with deployments/litellm/config.yaml in front of `transformers serve`, started once
+    per session (testkit/gateway.py: what the test configuration changes, what it serves)."""
+    from testkit.gateway import LITELLM, run_gateway
+
+    if not LITELLM.exists():
+        pytest.skip(f"no LiteLLM proxy at {LITELLM} (scripts/install.sh --test builds .venv-gateway)")
+    with run_gateway(tmp_path_factory.mktemp("gateway")) as running:
+        yield running

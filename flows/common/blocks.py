@@ -1,13 +1,21 @@
-"""Saved Prefect blocks as flow settings: the one loader every flow uses, so a wrong name fails the same way.
+"""Connections of every flow: saved Prefect blocks, parameters and the node's settings, in one order.
 
-The rule everywhere: a block named by a ``*_block`` parameter wins over the plain parameters it stands for;
-with no block name the plain parameters (or their defaults) are used. Flows load their blocks first, so an
-unknown name fails the run before any work.
+The order, for every setting that names a service: a block given to the run > an explicit parameter > the
+node's block (``SWARM_LEDGER_BLOCK``, ``SWARM_QDRANT_BLOCK``) > the node's environment (``SWARM_LEDGER_URL``,
+``SWARM_QDRANT_API_KEY``) > the embedded default under ``data_dir()``. Flows resolve their connections first,
+so an unknown block fails the run before any work.
+
+A block parameter is typed ``<BlockClass> | str | None`` (e.g. ``ledger_block: PostgresLedger | str | None``):
+the Prefect UI offers the saved blocks of that type and sends ``{"$ref": {"block_document_id": ...}}``, which
+Prefect stores as it is (no secret in the run's parameters) and loads into the block before the flow starts;
+a plain name (CLI, ``prefect.yaml``, ``-p ledger_block=ledger``) is loaded here. ``resolve_block`` takes both.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,46 +61,95 @@ def load_block(block_cls: type[B], name: str | None, parameter: str) -> B | None
     return block
 
 
-def resolve_postgres_url(block_name: str | None, url: str | None, parameter: str) -> str | None:
-    """The named PostgresLedger block's URL with its password, else ``url`` (a ``postgres_dsn`` parameter,
+def resolve_block(block_cls: type[B], value: B | str | None, parameter: str) -> B | None:
+    """A block parameter's block: the one the UI picked (Prefect loaded it from the run's ``$ref``), else the
+    saved block named ``value``; None when the parameter is empty.
+
+    A block that was never saved is refused: it can only have come as its fields in the run's parameters,
+    which Prefect stores in clear, secrets included."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return load_block(block_cls, value, parameter)
+    if not isinstance(value, block_cls):
+        raise ConfigError(f"{parameter}: a {type(value).__name__} is not a {block_cls.__name__} block")
+    if value._block_document_id is None:
+        raise ConfigError(f"{parameter}: name a saved {block_cls.__name__} block (UI: Blocks), not its fields")
+    return value
+
+
+def block_name(value: Block | str | None) -> str | None:
+    """How to pass a block parameter on to another run: the saved block's name (a reference, never its
+    secrets); the receiving run resolves it with ``resolve_block``."""
+    if value is None or isinstance(value, str):
+        return value or None
+    return value._block_document_name
+
+
+def resolve_postgres_url(block: PostgresLedger | str | None, url: str | None, parameter: str) -> str | None:
+    """The PostgresLedger block's URL with its password, else ``url`` (a ``postgres_dsn`` parameter,
     refused when it holds a password). The result may hold a password: pass it on, never log it (``redact``
     for messages)."""
     refuse_password("postgres_dsn", url)
-    block = load_block(PostgresLedger, block_name, parameter)
-    return block.connection_url() if block else url
+    found = resolve_block(PostgresLedger, block, parameter)
+    return found.connection_url() if found else url
 
 
 def data_dir() -> Path:
-    """Home of a node's embedded defaults and reports: SWARM_DATA_DIR, else ~/.swarm (as in the RAG config)."""
+    """Home of a node's embedded defaults and reports: SWARM_DATA_DIR, else ~/.swarm."""
     return Path(os.environ.get("SWARM_DATA_DIR") or Path.home() / ".swarm")
 
 
-def resolve_ledger_url(ledger_block: str | None, url: str | None) -> str:
+def default_ledger_url(home: Path) -> str:
+    """The embedded ledger: a SQLite file in the data directory ``home``."""
+    return f"sqlite:///{home / 'ledger.db'}"
+
+
+def resolve_ledger_url(ledger_block: PostgresLedger | str | None, url: str | None, home: Path | None = None) -> str:
     """Where a flow's ledger is: its ``ledger_block`` or ``ledger_url`` parameter, else the node's
-    SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``data_dir()``. A password may come
-    from the block or the environment, never from ``url`` (a run parameter)."""
+    SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``home`` (default ``data_dir()``).
+    A password may come from a block or the environment, never from ``url`` (a run parameter)."""
     refuse_password("ledger_url", url)
-    if ledger_block:
-        return _ledger_block_url(ledger_block, "ledger_block")
+    if block := resolve_block(PostgresLedger, ledger_block, "ledger_block"):
+        return block.connection_url()
     if url:
         return url
-    if node_block := os.environ.get("SWARM_LEDGER_BLOCK"):
-        return _ledger_block_url(node_block, "SWARM_LEDGER_BLOCK")
-    return os.environ.get("SWARM_LEDGER_URL") or f"sqlite:///{data_dir() / 'ledger.db'}"
+    if node_block := resolve_block(PostgresLedger, os.environ.get("SWARM_LEDGER_BLOCK"), "SWARM_LEDGER_BLOCK"):
+        return node_block.connection_url()
+    return os.environ.get("SWARM_LEDGER_URL") or default_ledger_url(home or data_dir())
 
 
-def _ledger_block_url(name: str, setting: str) -> str:
-    block = load_block(PostgresLedger, name, setting)
-    assert block is not None  # a non-empty name loads a block or raises
-    return block.connection_url()
+@dataclass(frozen=True)
+class QdrantTarget:
+    """Where a flow's Qdrant is: a server ``url`` (with ``api_key``), else the embedded store at ``path``."""
+
+    url: str | None
+    path: str | None
+    api_key: str | None
+    collection: str | None = None  # the block's alias; None: the flow's own setting
+
+    def __repr__(self) -> str:  # the key never shows in a log line or a traceback's locals
+        return f"QdrantTarget(url={self.url!r}, path={self.path!r}, collection={self.collection!r})"
 
 
-def resolve_qdrant(
-    qdrant_block: str | None, url: str | None, path: str | None
-) -> tuple[str | None, str | None, str | None]:
-    """``(url, path, api_key)`` of Qdrant: the named QdrantConnection block (a server) wins over the rest;
-    without one, the key is the node's ``QDRANT_API_KEY`` (a key is never a run parameter)."""
+def resolve_qdrant(qdrant_block: QdrantConnection | str | None, url: str | None, path: str | None) -> QdrantTarget:
+    """The QdrantConnection block (a server) wins over ``url``/``path``; else the node's SWARM_QDRANT_BLOCK when
+    neither is given; the key without a block is the node's SWARM_QDRANT_API_KEY (never a run parameter)."""
     refuse_password("qdrant_url", url)
-    if block := load_block(QdrantConnection, qdrant_block, "qdrant_block"):
-        return block.url, None, block.api_key_value()
-    return url, path, os.environ.get("QDRANT_API_KEY")
+    block = resolve_block(QdrantConnection, qdrant_block, "qdrant_block")
+    if block is None and not (url or path):
+        block = resolve_block(QdrantConnection, os.environ.get("SWARM_QDRANT_BLOCK"), "SWARM_QDRANT_BLOCK")
+    if block:
+        return QdrantTarget(block.url, None, block.api_key_value(), block.collection)
+    return QdrantTarget(url, path, node_qdrant_key())
+
+
+def node_qdrant_key() -> str | None:
+    """The node's SWARM_QDRANT_API_KEY. QDRANT_API_KEY, its former name outside the RAG flows, works for one more
+    release, with a warning."""
+    if key := os.environ.get("SWARM_QDRANT_API_KEY"):
+        return key
+    if key := os.environ.get("QDRANT_API_KEY"):
+        logging.getLogger("swarm").warning("QDRANT_API_KEY is deprecated: rename it to SWARM_QDRANT_API_KEY")
+        return key
+    return None

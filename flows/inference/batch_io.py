@@ -13,7 +13,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +154,9 @@ def invalid_output(item: InvalidLine) -> dict[str, Any]:
 class DoneSet:
     """What an earlier run already wrote: custom_ids, and line numbers of id-less error lines."""
 
-    custom_ids: set[str]
-    lines_without_id: set[int]
+    custom_ids: set[str] = field(default_factory=set)
+    lines_without_id: set[int] = field(default_factory=set)
+    failed_ids: set[str] = field(default_factory=set)  # custom_ids whose line is an error
 
     def contains(self, item: Item) -> bool:
         if item.custom_id is not None:
@@ -190,7 +191,7 @@ def repair_output(path: Path, items: Sequence[Item]) -> DoneSet:
     that is not an output line, a torn tail that is no prefix of one, an entry for no line of ``items``,
     not a regular file) is refused with the file untouched: no run of this batch wrote it.
     """
-    done = DoneSet(set(), set())
+    done = DoneSet()
     if not path.exists():
         return done
     if not path.is_file():
@@ -228,12 +229,60 @@ def _output_line(raw: bytes) -> dict[str, Any] | None:
 
 def _remember(done: DoneSet, obj: dict[str, Any]) -> None:
     cid = obj.get("custom_id")
+    err = obj.get("error")
     if isinstance(cid, str):
         done.custom_ids.add(cid)
+        if err is not None:
+            done.failed_ids.add(cid)
         return
-    err = obj.get("error")
     if isinstance(err, dict) and isinstance(err.get("line"), int):
         done.lines_without_id.add(err["line"])
+
+
+def retry_path(output: Path) -> Path:
+    """Where a retry pass appends its answers before they replace the failed lines of ``output``."""
+    return output.with_name(output.name + ".retry")
+
+
+def merge_retried(output: Path, items: Sequence[Item]) -> int:
+    """Put the answers of a retry pass in place of their custom_ids' lines of ``output``; returns how many.
+
+    ``output`` is rewritten into a temporary file and renamed over it, so a crash leaves either the old or
+    the new file; the retry file goes only after the rename, and merging it twice gives the same file.
+    """
+    side = retry_path(output)
+    repair_output(side, items)  # a retry pass killed mid-write leaves a torn last line too
+    answers: dict[str, bytes] = {}
+    with side.open("rb") as fh:
+        for raw in fh:
+            obj = _output_line(raw)
+            if obj is not None and isinstance(obj.get("custom_id"), str):
+                answers[obj["custom_id"]] = raw
+    repair_output(output, items)
+    tmp = output.with_name(output.name + ".merging")
+    replaced = 0
+    with output.open("rb") as src, tmp.open("wb") as dst:
+        for raw in src:
+            obj = _output_line(raw)
+            cid = obj.get("custom_id") if obj else None
+            if isinstance(cid, str) and cid in answers:
+                raw = answers[cid]
+                replaced += 1
+            dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, output)
+    _fsync_dir(output.parent)
+    side.unlink()
+    return replaced
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class OutputWriter:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from blocks.llm import OpenAICompatibleEndpoint
-from flows.common.blocks import load_block
+from flows.common.blocks import resolve_block
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,11 @@ class Endpoint:
 
 
 def resolve_endpoint(
-    block_name: str | None, parameter: str, url: str | None, api_key_env: str | None
+    block: OpenAICompatibleEndpoint | str | None, parameter: str, url: str | None, api_key_env: str | None
 ) -> Endpoint | None:
-    """The endpoint block ``block_name`` if given (ConfigError naming ``parameter`` when unknown), else ``url``
-    with the key from ``$api_key_env``; None when neither is set."""
-    if block := load_block(OpenAICompatibleEndpoint, block_name, parameter):
+    """The endpoint block (picked in the UI, or a saved block's name; ConfigError naming ``parameter`` when
+    unknown) if given, else ``url`` with the key from ``$api_key_env``; None when neither is set."""
+    if block := resolve_block(OpenAICompatibleEndpoint, block, parameter):
         return Endpoint(block.server_url(), block.api_key_value(), block.chat_model)
     if not url:
         return None

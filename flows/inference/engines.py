@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -22,6 +22,7 @@ import httpx
 from flows.common.errors import ConfigError
 from flows.inference.batch_io import BatchRequest
 from flows.inference.limits import RateLimiter
+from flows.inference.usage import COST_HEADER, Usage, usage_of
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -34,12 +35,16 @@ class Outcome:
     body: Any = None
     error_code: str | None = None
     error_message: str | None = None
-    tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     attempts: int = 1
 
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.total_tokens
 
 
 ResultCallback = Callable[[int, Outcome], None]
@@ -51,16 +56,6 @@ class Engine(Protocol):
     def run(self, requests: list[BatchRequest], on_result: ResultCallback) -> None:
         """Process ``requests``; call ``on_result(index, outcome)`` once per request, in any order."""
         ...
-
-
-def usage_tokens(body: Any) -> int:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return 0
-    total = usage.get("total_tokens")
-    if isinstance(total, int):
-        return total
-    return sum(v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens") and isinstance(v, int))
 
 
 def retry_delay(attempt: int, retry_after: str | None, base_s: float, cap_s: float) -> float:
@@ -163,9 +158,9 @@ class HttpEngine:
             else:
                 payload = _json_or_text(resp)
                 if resp.status_code < 400:
-                    tokens = usage_tokens(payload)
-                    self.limiter.record_tokens(tokens)
-                    return Outcome(resp.status_code, payload, tokens=tokens, attempts=attempt + 1)
+                    usage = usage_of(payload, resp.headers.get(COST_HEADER), body.get("model"))
+                    self.limiter.record_tokens(usage.total_tokens)
+                    return Outcome(resp.status_code, payload, usage=usage, attempts=attempt + 1)
                 last = Outcome(resp.status_code, payload, "http_error", _error_message(resp.status_code, payload))
                 if resp.status_code not in RETRYABLE_STATUS:
                     return _with_attempts(last, attempt + 1)
@@ -181,7 +176,7 @@ def _client(base_url: str, api_key: str | None, timeout_s: float) -> httpx.Async
 
 
 def _with_attempts(o: Outcome, attempts: int) -> Outcome:
-    return Outcome(o.status_code, o.body, o.error_code, o.error_message, o.tokens, attempts)
+    return Outcome(o.status_code, o.body, o.error_code, o.error_message, o.usage, attempts)
 
 
 def _json_or_text(resp: httpx.Response) -> Any:
@@ -296,21 +291,18 @@ class VllmEngine:
                     }
                 )
                 tokens[owner] += len(getattr(out, "prompt_token_ids", []) or [])
-            return [
-                Outcome(
-                    200,
-                    {
-                        "id": f"embd-{uuid.uuid4().hex}",
-                        "object": "list",
-                        "created": created,
-                        "model": self.model,
-                        "data": data[k],
-                        "usage": {"prompt_tokens": tokens[k], "total_tokens": tokens[k]},
-                    },
-                    tokens=tokens[k],
-                )
+            bodies = [
+                {
+                    "id": f"embd-{uuid.uuid4().hex}",
+                    "object": "list",
+                    "created": created,
+                    "model": self.model,
+                    "data": data[k],
+                    "usage": {"prompt_tokens": tokens[k], "total_tokens": tokens[k]},
+                }
                 for k in range(len(reqs))
             ]
+            return [Outcome(200, b, usage=usage_of(b)) for b in bodies]
         params = [self.vllm.SamplingParams(**sampling_kwargs(r.body)) for r in reqs]
         if url == "/v1/chat/completions":
             outs = llm.chat([r.body.get("messages", []) for r in reqs], sampling_params=params, use_tqdm=False)
@@ -343,4 +335,4 @@ class VllmEngine:
                 "total_tokens": total,
             },
         }
-        return Outcome(200, body, tokens=total)
+        return Outcome(200, body, usage=usage_of(body))

@@ -1,11 +1,13 @@
-"""Inference jobs in the ledger: one row per run of the batch-inference flow."""
+"""Inference jobs in the ledger: one row per run of the batch-inference flow, and its tokens and cost per model."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from flows.common.db import Database, utc_now
+from flows.inference.usage import ModelUsage
 
 MIGRATIONS = [
     "CREATE TABLE inference_jobs ("
@@ -26,6 +28,16 @@ MIGRATIONS = [
     " error TEXT,"
     " details TEXT)",
     "CREATE INDEX inference_jobs_output ON inference_jobs (output_path, started_at)",
+    # cost_usd is NULL unless every response of that model in the job reported its cost (LiteLLM does, vLLM not).
+    "CREATE TABLE inference_job_usage ("
+    " job_id TEXT NOT NULL REFERENCES inference_jobs (job_id),"
+    " model TEXT NOT NULL,"
+    " requests BIGINT NOT NULL,"
+    " prompt_tokens BIGINT NOT NULL,"
+    " completion_tokens BIGINT NOT NULL,"
+    " priced_requests BIGINT NOT NULL,"
+    " cost_usd DOUBLE PRECISION,"
+    " PRIMARY KEY (job_id, model))",
 ]
 
 
@@ -51,7 +63,9 @@ def finish_job(
     stats: dict[str, Any],
     endpoint: str | None = None,
     error: str | None = None,
+    usage: Mapping[str, ModelUsage] | None = None,
 ) -> None:
+    """The job's end: its counts, and the tokens and cost per model of what it sent."""
     with db.connect() as conn:
         conn.execute(
             "UPDATE inference_jobs SET status = %s, endpoint = COALESCE(%s, endpoint), total = %s, ok = %s,"
@@ -72,15 +86,11 @@ def finish_job(
                 job_id,
             ),
         )
-
-
-def get_job(db: Database, job_id: str) -> dict[str, Any] | None:
-    cols = (
-        "job_id, input_path, output_path, engine, endpoint, status, total, ok, failed, skipped, tokens,"
-        " started_at, finished_at, duration_s, error"
-    )
-    with db.connect() as conn:
-        row = conn.execute(f"SELECT {cols} FROM inference_jobs WHERE job_id = %s", (job_id,)).fetchone()
-    if row is None:
-        return None
-    return dict(zip([c.strip() for c in cols.split(",")], row, strict=True))
+        conn.executemany(
+            "INSERT INTO inference_job_usage (job_id, model, requests, prompt_tokens, completion_tokens,"
+            " priced_requests, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                (job_id, model, u.requests, u.prompt_tokens, u.completion_tokens, u.priced_requests, u.cost_known)
+                for model, u in sorted((usage or {}).items())
+            ],
+        )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -25,10 +25,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from qdrant_client import QdrantClient
 
+from blocks.postgres import PostgresLedger
+from blocks.qdrant import QdrantConnection
 from blocks.redis import RedisServer
-from flows.common.blocks import load_block, resolve_ledger_url, resolve_postgres_url, resolve_qdrant
+from flows.common.blocks import resolve_block, resolve_ledger_url, resolve_postgres_url, resolve_qdrant
 from flows.common.db import Database
-from flows.common.errors import ConfigError
 from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED, backup_resource_id
 from flows.common.redact import refuse_password
 from flows.ops import backup_postgres as pg
@@ -166,26 +167,44 @@ def backup(
     qdrant_url: str | None = "http://starlord:6333",
     qdrant_path: str | None = None,
     qdrant_collections: list[str] | None = None,
-    qdrant_mode: str = "snapshot",
+    qdrant_mode: Literal["snapshot", "export"] = "snapshot",
     keep_daily: int = 7,
     keep_weekly: int = 4,
     keep_monthly: int = 6,
     min_free_bytes: int = 2**30,
     ledger_url: str | None = None,
-    postgres_block: str | None = None,
-    redis_block: str | None = None,
-    qdrant_block: str | None = None,
-    ledger_block: str | None = None,
+    postgres_block: PostgresLedger | str | None = None,
+    redis_block: RedisServer | str | None = None,
+    qdrant_block: QdrantConnection | str | None = None,
+    ledger_block: PostgresLedger | str | None = None,
 ) -> dict[str, Any]:
     """Back up every configured store, verify each backup, apply retention; fail loudly if any failed.
 
-    Each ``*_block`` names a saved block that wins over the plain parameters it stands for: ``postgres_block``
-    (PostgresLedger) over ``postgres_dsn``, ``redis_block`` (RedisServer) over ``redis_url``, ``qdrant_block``
-    (QdrantConnection, a server) over ``qdrant_url``/``qdrant_path``, ``ledger_block`` (PostgresLedger) over
-    ``ledger_url``. Secrets come from those blocks or the node's environment (``PGPASSWORD`` or ``~/.pgpass``,
-    ``REDISCLI_AUTH``, ``QDRANT_API_KEY``), never from a parameter: a URL holding a password is refused."""
-    if qdrant_mode not in ("snapshot", "export"):
-        raise ConfigError(f"qdrant_mode must be 'snapshot' or 'export', got {qdrant_mode!r}")
+    Secrets come from the blocks or the node's environment (PGPASSWORD or ~/.pgpass, REDISCLI_AUTH,
+    SWARM_QDRANT_API_KEY), never from a parameter: a URL holding a password is refused.
+
+    Args:
+        backup_dir: Folder the backups are written to, one subfolder per kind and target.
+        postgres_dsn: PostgreSQL server to dump, as a superuser URL without password. Empty: no PostgreSQL.
+        databases: Databases to dump. Empty: every database of the server.
+        include_globals: Also dump roles and tablespaces (pg_dumpall --globals-only).
+        redis_url: Redis server to copy (RDB), without password. Empty: no Redis.
+        qdrant_url: Qdrant server whose collections are backed up. Empty: no Qdrant server.
+        qdrant_path: Folder of an embedded Qdrant to export instead of a server.
+        qdrant_collections: Collections to back up. Empty: every collection.
+        qdrant_mode: snapshot: the server's own snapshots; export: a point export verified by a scratch
+            restore (always used for an embedded Qdrant).
+        keep_daily: Good backups kept per series, one per day, for this many days.
+        keep_weekly: Good backups kept per series, one per week, for this many weeks.
+        keep_monthly: Good backups kept per series, one per month, for this many months.
+        min_free_bytes: Free space that must remain under backup_dir after a backup, else it is not made.
+        ledger_url: Database holding the backup catalog (no password in it). Empty: the node's ledger.
+        postgres_block: Saved PostgresLedger block of the server to dump (UI: pick one; CLI, prefect.yaml: its
+            name); wins over postgres_dsn.
+        redis_block: Saved RedisServer block; wins over redis_url.
+        qdrant_block: Saved QdrantConnection block (a server); wins over qdrant_url and qdrant_path.
+        ledger_block: Saved PostgresLedger block of the catalog's database; wins over ledger_url.
+    """
     for db in databases or []:
         database_name(db, "databases")
     for name in qdrant_collections or []:
@@ -194,9 +213,10 @@ def backup(
     postgres_dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block")
     refuse_password("redis_url", redis_url)
     redis_password = None
-    if redis := load_block(RedisServer, redis_block, "redis_block"):
+    if redis := resolve_block(RedisServer, redis_block, "redis_block"):
         redis_url, redis_password = redis.url, redis.password_value()
-    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
+    qdrant = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
+    qdrant_url, qdrant_path, api_key = qdrant.url, qdrant.path, qdrant.api_key
     ledger = resolve_ledger_url(ledger_block, ledger_url)
     root = Path(backup_dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from blocks.postgres import PostgresLedger
 from flows.common.blocks import resolve_ledger_url
 from flows.common.db import Database, utc_now
 from flows.common.errors import ConfigError, ServiceUnavailable
 from flows.common.events import service_resource_id
+from flows.common.nodes import Node
 from flows.ops import health_state, metrics
 from flows.ops.inventory import Service, load_inventory
 from flows.ops.judges import DEGRADED, DOWN, UP
@@ -121,10 +123,10 @@ def record_transitions(rows: list[HealthRow], ledger_url: str, down_after: int, 
 @flow(name="health", log_prints=False)
 def health(
     inventory: str | list[dict[str, Any]] | None = None,
-    local_node: str | None = None,
+    local_node: Node | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ledger_url: str | None = None,
-    ledger_block: str | None = None,
+    ledger_block: PostgresLedger | str | None = None,
     textfile: str | None = None,
     pushgateway: str | None = None,
     down_after: int = 1,
@@ -133,7 +135,23 @@ def health(
 ) -> dict[str, Any]:
     """Probe every service, publish the table, metrics and state-change events; return a summary.
 
-    ``ledger_block`` names a saved PostgresLedger block; it wins over ``ledger_url``."""
+    Args:
+        inventory: The services to probe: a YAML/JSON file (a list of {name, kind, node, url|dsn|path}), or
+            that list itself. Empty: the cluster's built-in list.
+        local_node: The node this run is on: its GPUs and disks are probed, other nodes' are reported
+            skipped. Empty: SWARM_NODE, else oracle.
+        timeout_s: Seconds each probe may take (an inventory entry's own timeout_s wins).
+        ledger_url: Database that keeps each service's state between sweeps (no password in it). Empty:
+            the node's ledger.
+        ledger_block: Saved PostgresLedger block for that database (UI: pick one; CLI, prefect.yaml: its
+            name); wins over ledger_url.
+        textfile: File the Prometheus metrics are written to, for node-exporter's textfile collector.
+            Empty: /var/lib/prometheus/node-exporter/swarm_health.prom.
+        pushgateway: Pushgateway URL to push the metrics to instead of writing the textfile.
+        down_after: Failed sweeps in a row before a service counts as down and swarm.service.down is sent.
+        verify_tls: Check the TLS certificates of https services.
+        state_file: Local JSON copy of the service states, used while the ledger is unreachable.
+    """
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
     if down_after < 1:

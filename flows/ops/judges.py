@@ -5,7 +5,7 @@ No I/O here, so every rule about what "healthy" means for a service is tested in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 UP, DEGRADED, DOWN, UNKNOWN, SKIPPED = "up", "degraded", "down", "unknown", "skipped"
@@ -160,8 +160,3 @@ def judge_disk(total: int, free: int, warn_free: float = 0.15, crit_free: float 
     if ratio < warn_free:
         return DEGRADED, detail
     return UP, detail
-
-
-def worst(statuses: Sequence[str]) -> str:
-    order = [DOWN, DEGRADED, UNKNOWN, UP, SKIPPED]
-    return min(statuses, key=order.index) if statuses else SKIPPED

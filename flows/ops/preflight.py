@@ -37,12 +37,13 @@ from blocks import (
 )
 from flows.common.blocks import data_dir, load_block, resolve_ledger_url
 from flows.common.errors import ConfigError, SwarmError
+from flows.common.nodes import Node
 from flows.common.redact import redact
 from flows.ops import preflight_checks as checks
 from flows.ops.preflight_checks import FAIL, OK, WARN, Check, CheckResult, Verdict
 from flows.ops.preflight_needs import EMBEDDING, EMBEDS, GPTR, GPU, QDRANT, NodeNeeds, node_needs, worker_healthcheck
 from flows.rag.config import load_config
-from flows.rag.services import resolve_blocks
+from flows.rag.resources import resolve_connections
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_UNIT = REPO / "deployments" / "systemd" / "prefect-worker@.service"
@@ -161,15 +162,15 @@ def node_ledger() -> Verdict:
 
 
 def rag_qdrant(timeout_s: float) -> Verdict:
-    config = resolve_blocks(load_config())
-    key = config.qdrant_api_key.get_secret_value() if config.qdrant_api_key else None
-    return checks.qdrant(config.qdrant_url, key, config.resolved_qdrant_path, timeout_s)
+    target = resolve_connections(load_config())
+    return checks.qdrant(target.qdrant.url, target.qdrant.api_key, target.qdrant_path, timeout_s)
 
 
 def rag_embedding(load: bool) -> Verdict:
-    config = resolve_blocks(load_config())
-    model, ledger_url = config.embedding_model, config.resolved_ledger_url
-    return checks.embedding(model, config.device, config.embed_precision, ledger_url, config.collection, load)
+    config = load_config()
+    target = resolve_connections(config)
+    model, precision = config.embedding_model, config.embed_precision
+    return checks.embedding(model, config.device, precision, target.ledger_url, target.collection, load)
 
 
 def served_api() -> tuple[str, int] | None:
@@ -273,7 +274,7 @@ def preflight_report(node: str, limits: Limits = Limits(), alert_target: bool = 
 
 @flow(name="preflight", log_prints=False)
 def preflight(
-    node: str | None = None,
+    node: Node | None = None,
     min_free_gib: float = 10.0,
     min_gpu_free_mib: float = 1024.0,
     timeout_s: float = 10.0,
@@ -281,9 +282,13 @@ def preflight(
 ) -> list[dict[str, str]]:
     """Check that this node has what its deployments need; fails when any check fails.
 
-    ``node``: the pool whose deployments are checked (default SWARM_NODE). ``min_free_gib``: free disk wanted
-    under each written folder; ``min_gpu_free_mib``: free memory wanted on some GPU; ``timeout_s`` bounds each
-    network check and ``load_timeout_s`` the model load and gpt-researcher's import."""
+    Args:
+        node: The node (work pool) whose deployments are checked. Empty: SWARM_NODE, else the host name.
+        min_free_gib: Free disk, in GiB, wanted under each folder the node's runs write.
+        min_gpu_free_mib: Free memory, in MiB, wanted on some GPU of a node that runs GPU work.
+        timeout_s: Seconds each network check may take.
+        load_timeout_s: Seconds loading the embedding model or importing gpt-researcher may take.
+    """
     if min(timeout_s, load_timeout_s) <= 0:
         raise ConfigError("timeout_s and load_timeout_s must be positive")
     logger = get_run_logger()

@@ -31,7 +31,6 @@ class RawResult:
     service: Service
     verdict: j.Verdict | None  # None when the probe raised or timed out
     error: str | None
-    timed_out: bool
     elapsed_s: float
 
 
@@ -230,13 +229,13 @@ async def run_probe(client: httpx.AsyncClient, svc: Service, default_timeout: fl
     start = time.perf_counter()
     try:
         verdict = await asyncio.wait_for(PROBES[svc.kind](client, svc), timeout)
-        return RawResult(svc, verdict, None, False, time.perf_counter() - start)
+        return RawResult(svc, verdict, None, time.perf_counter() - start)
     except TimeoutError:
-        return RawResult(svc, None, f"no answer within {timeout:g} s", True, time.perf_counter() - start)
+        return RawResult(svc, None, f"no answer within {timeout:g} s", time.perf_counter() - start)
     except Exception as exc:  # a probe failing is a finding about the service, not a bug of the sweep
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         error = f"{type(exc).__name__}: {reason}"[:300]
-        return RawResult(svc, None, error, False, time.perf_counter() - start)
+        return RawResult(svc, None, error, time.perf_counter() - start)
 
 
 async def sweep(
@@ -249,7 +248,7 @@ async def sweep(
 
 
 def skipped(svc: Service, reason: str) -> RawResult:
-    return RawResult(svc, (j.SKIPPED, reason), None, False, 0.0)
+    return RawResult(svc, (j.SKIPPED, reason), None, 0.0)
 
 
 def to_rows(results: Sequence[RawResult]) -> list[HealthRow]:

@@ -15,6 +15,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from qdrant_client import QdrantClient
 
+from blocks.postgres import PostgresLedger
+from blocks.qdrant import QdrantConnection
 from flows.common.blocks import resolve_ledger_url, resolve_postgres_url, resolve_qdrant
 from flows.common.db import Database
 from flows.common.errors import ConfigError
@@ -57,17 +59,31 @@ def restore(
     qdrant_url: str | None = "http://starlord:6333",
     qdrant_path: str | None = None,
     ledger_url: str | None = None,
-    postgres_block: str | None = None,
-    qdrant_block: str | None = None,
-    ledger_block: str | None = None,
+    postgres_block: PostgresLedger | str | None = None,
+    qdrant_block: QdrantConnection | str | None = None,
+    ledger_block: PostgresLedger | str | None = None,
 ) -> str:
     """Put backup ``backup_id`` back into ``target`` (default: where it came from).
 
-    ``postgres_block`` (PostgresLedger) wins over ``postgres_dsn``, ``qdrant_block`` (QdrantConnection) over
-    ``qdrant_url``/``qdrant_path``, ``ledger_block`` (PostgresLedger) over ``ledger_url``; secrets come from
-    the blocks or the node's environment, as in ``backup``. ``target`` must be a name the service allows."""
+    Secrets come from the blocks or the node's environment, as in ``backup``.
+
+    Args:
+        backup_id: Id of the backup in the catalog (the backup-report artifact, table backup_catalog).
+        target: Database or collection to restore into, a name the service allows. Empty: the one it was
+            taken from.
+        overwrite: Replace the target when it exists and holds data; otherwise such a restore is refused.
+        postgres_dsn: PostgreSQL server to restore into, as a superuser URL without password.
+        qdrant_url: Qdrant server to restore into.
+        qdrant_path: Folder of an embedded Qdrant to restore into instead of a server.
+        ledger_url: Database holding the backup catalog (no password in it). Empty: the node's ledger.
+        postgres_block: Saved PostgresLedger block of the server to restore into (UI: pick one; CLI,
+            prefect.yaml: its name); wins over postgres_dsn.
+        qdrant_block: Saved QdrantConnection block (a server); wins over qdrant_url and qdrant_path.
+        ledger_block: Saved PostgresLedger block of the catalog's database; wins over ledger_url.
+    """
     dsn = resolve_postgres_url(postgres_block, postgres_dsn, "postgres_block") or postgres_dsn
-    qdrant_url, qdrant_path, api_key = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
+    qdrant = resolve_qdrant(qdrant_block, qdrant_url, qdrant_path)
+    qdrant_url, qdrant_path, api_key = qdrant.url, qdrant.path, qdrant.api_key
     ledger = resolve_ledger_url(ledger_block, ledger_url)
     entry = checked_entry(Catalog(Database(ledger)), backup_id)
     path = Path(entry.location)

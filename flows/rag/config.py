@@ -1,18 +1,24 @@
-"""Typed settings of the RAG lifecycle.
+"""The one typed configuration of the RAG flows.
 
-Every field can be set by a flow parameter, a CLI flag, or an environment variable ``SWARM_<FIELD>``
-(read on the node that runs the code, so each node can point at its own paths and devices).
-Unset fields fall back to embedded defaults under ``data_dir``: a SQLite ledger and an embedded Qdrant.
+``RagConfig`` is a run's settings: every field can be given explicitly (the flows' ``config`` parameter, a
+``RagOptions`` form in the Prefect UI; a CLI flag) or comes from the node's environment ``SWARM_<FIELD>`` (read on
+the node that runs the code, so each node can point at its own paths and devices), else from the embedded
+defaults under ``data_dir``: a SQLite ledger and an embedded Qdrant. ``load_config`` validates it once, at the
+edge; code below the flows takes the ``RagConfig``. Only the explicit part (``options()``) travels to another
+run, whose node fills the rest; secrets never do.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from blocks.postgres import PostgresLedger
+from blocks.qdrant import QdrantConnection
+from flows.common.blocks import block_name, data_dir, default_ledger_url
 from flows.common.errors import ConfigError
 from flows.common.redact import refuse_password
 
@@ -26,17 +32,19 @@ class RagConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SWARM_", extra="forbid", validate_default=True)
 
-    data_dir: Path = Field(Path.home() / ".swarm", description="Home of the embedded defaults.")
+    data_dir: Path = Field(default_factory=data_dir, description="Home of the embedded ledger and Qdrant.")
     ledger_url: str | None = Field(
         None, description="postgresql://... in production; default sqlite:///<data_dir>/ledger.db"
     )
     qdrant_url: str | None = Field(None, description="Qdrant server URL; default: embedded Qdrant.")
-    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
     qdrant_path: Path | None = Field(None, description="Embedded Qdrant folder; default <data_dir>/qdrant.")
-    qdrant_block: str | None = Field(
-        None, description="Name of a saved QdrantConnection block; its url, key and collection win over the above."
+    # A block the UI picked (Prefect loads it from the run's $ref) or a saved block's name: flows/common/blocks.py.
+    qdrant_block: QdrantConnection | str | None = Field(
+        None, description="Saved QdrantConnection block; its url, key and collection win over the above."
     )
-    ledger_block: str | None = Field(None, description="Name of a saved PostgresLedger block; it wins over ledger_url.")
+    ledger_block: PostgresLedger | str | None = Field(
+        None, description="Saved PostgresLedger block; it wins over ledger_url."
+    )
     gpu_slot: str | None = Field(
         None,
         pattern=r"^gpu:[a-z0-9-]+$",
@@ -64,6 +72,11 @@ class RagConfig(BaseSettings):
     parse_memory_mb: int = Field(
         4096, ge=512, description="Address-space limit (RLIMIT_AS) of each parser process; a file over it fails."
     )
+    ocr_languages: str = Field(
+        "eng",
+        pattern=r"^[a-z][a-z_]*(\+[a-z][a-z_]*)*$",
+        description="Tesseract languages for OCR, '+'-joined (eng+deu); each needs Debian's tesseract-ocr-<lang>.",
+    )
     batch_files: int = Field(64, ge=1, le=10_000, description="Files per ingest batch.")
     parse_workers: int = Field(0, ge=0, le=64, description="Parser processes; 0: one per spare core.")
     embed_batch_size: int | None = Field(
@@ -82,16 +95,24 @@ class RagConfig(BaseSettings):
 
     @property
     def resolved_ledger_url(self) -> str:
-        return self.ledger_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
+        """The ledger when no block names one (flows/rag/resources.py resolves blocks)."""
+        return self.ledger_url or default_ledger_url(self.data_dir)
 
     @property
     def resolved_qdrant_path(self) -> Path:
         return self.qdrant_path or self.data_dir / "qdrant"
 
-    def overrides(self) -> dict[str, object]:
-        """Only what was given explicitly (not read from this node's environment): what to pass to a run
-        on another node, whose own environment fills the rest. Secrets never travel as parameters."""
-        return self.model_dump(mode="json", include=set(self._explicit - {"qdrant_api_key"}))
+    @property
+    def explicit(self) -> frozenset[str]:
+        """The fields given to the run (not read from this node's environment)."""
+        return self._explicit
+
+    def overrides(self) -> dict[str, Any]:
+        """Only what was given explicitly, as JSON: what to pass to a run on another node, whose own environment
+        fills the rest. A block travels as its saved name, never with its secrets."""
+        values = self.model_dump(mode="json", include=set(self._explicit - _BLOCK_FIELDS))
+        blocks = {name: block_name(getattr(self, name)) for name in _BLOCK_FIELDS & self._explicit}
+        return values | {name: value for name, value in blocks.items() if value}
 
     def with_explicit(self, **values: object) -> RagConfig:
         """A copy with ``values`` set as if given explicitly, so they travel in ``overrides()`` too."""
@@ -100,15 +121,41 @@ class RagConfig(BaseSettings):
         return config
 
 
+_BLOCK_FIELDS = frozenset({"qdrant_block", "ledger_block"})
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    """A RagConfig field as a form field: its type and bounds, no default (empty: the node's setting)."""
+    info = RagConfig.model_fields[name]
+    description = f"{info.description} Empty: the node's SWARM_{name.upper()}, else the default."
+    kind = info.annotation | None
+    return Annotated[kind, *info.metadata] if info.metadata else kind, Field(None, description=description)
+
+
+# The flows' ``config`` parameter: RagConfig's fields, each optional and described, so the Prefect UI shows a form.
+RagOptions: type[BaseModel] = create_model(
+    "RagOptions",
+    # Unknown keys pass to load_config, which names them in one line (and refuses a secret without repeating it).
+    __config__=ConfigDict(extra="allow", hide_input_in_errors=True),
+    __doc__="Settings of this run; an empty field is the node's own (SWARM_<FIELD>), else the default.",
+    **{name: _optional(name) for name in RagConfig.model_fields},
+)
+
+
 # A node's default block (SWARM_LEDGER_BLOCK, SWARM_QDRANT_BLOCK) names a service; a run that sets that service's
 # connection explicitly means that connection, so the environment's block must not override it.
 _CONNECTION_FIELDS = {"ledger_block": {"ledger_url"}, "qdrant_block": {"qdrant_url", "qdrant_path"}}
 
 
-def load_config(overrides: dict[str, object] | RagConfig | None = None) -> RagConfig:
-    """A validated config from explicit values plus the environment; bad values are one ConfigError."""
+def load_config(overrides: BaseModel | dict[str, Any] | None = None) -> RagConfig:
+    """The run's config from its explicit values (a ``RagOptions`` or a dict; empty fields are not explicit) plus
+    the environment, validated once; bad values are one ConfigError."""
     if isinstance(overrides, RagConfig):
         return overrides
+    if isinstance(overrides, BaseModel):
+        given = overrides.model_fields_set | set(overrides.model_extra or {})
+        overrides = {name: getattr(overrides, name) for name in given}
+    overrides = {name: value for name, value in (overrides or {}).items() if value is not None}
     # Explicit values travel as a run's parameters, which Prefect stores in clear: no secret among them.
     if (overrides or {}).get("qdrant_api_key"):
         raise ConfigError(

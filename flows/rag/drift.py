@@ -10,26 +10,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from flows.rag.plan import INDEXED, PENDING
+from flows.rag.ledger import INDEXED, PENDING, LedgerDocument
 
 DocKey = tuple[str, str]  # (source_id, doc_id)
 
 # Kinds of drift, and how a repair fixes each: re-ingest the document, or delete its points.
 MISSING, WRONG_VERSION, WRONG_COUNT, UNKNOWN = "missing in store", "wrong version", "wrong count", "not in ledger"
 REINGEST_KINDS = frozenset({MISSING, WRONG_VERSION, WRONG_COUNT})
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerDocument:
-    """What the ledger records of one document."""
-
-    source_id: str
-    doc_id: str
-    path: str
-    status: str
-    version: str
-    chunk_count: int
-    collection: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from flows.common.db import Database, utc_now
-from flows.rag.drift import LedgerDocument
-from flows.rag.plan import DELETED, INDEXED, PENDING, LedgerEntry
 from flows.rag.sources.base import DocumentRef
+
+# Ledger statuses of a document.
+PENDING, INDEXED, SKIPPED, FAILED, DELETED = "pending", "indexed", "skipped", "failed", "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the planner needs of one document's row."""
+
+    doc_id: str
+    name: str
+    path: str
+    version: str
+    status: str
+    embedding_model: str | None
+    size: int | None
+    mtime_ns: int | None
+    reason: str | None = None  # why it was skipped or failed: a listing may decide otherwise later
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerDocument:
+    """What the ledger records of one document."""
+
+    source_id: str
+    doc_id: str
+    path: str
+    status: str
+    version: str
+    chunk_count: int
+    collection: str | None
+
+
+_IDS_PER_QUERY = 500  # placeholders per IN (...) list, well under SQLite's and PostgreSQL's limits
 
 MIGRATIONS = [
     """CREATE TABLE rag_documents (
@@ -86,7 +118,7 @@ class RagLedger:
     def entries(self, source_id: str) -> dict[str, LedgerEntry]:
         with self.db.connect() as conn:
             rows = conn.execute(
-                "SELECT doc_id, name, path, version, status, embedding_model, size, mtime_ns"
+                "SELECT doc_id, name, path, version, status, embedding_model, size, mtime_ns, reason"
                 " FROM rag_documents WHERE source_id = %s",
                 (source_id,),
             ).fetchall()
@@ -228,13 +260,27 @@ class RagLedger:
             rows = conn.execute(sql + " GROUP BY status", params).fetchall()
         return {status: count for status, count in rows}
 
-    def indexed_chunk_total(self, source_id: str | None = None) -> int:
-        sql = "SELECT coalesce(sum(chunk_count), 0) FROM rag_documents WHERE status = %s"
-        params: tuple[str, ...] = (INDEXED,)
-        if source_id:
-            sql, params = sql + " AND source_id = %s", (INDEXED, source_id)
+    def outcome_totals(self, source_id: str, doc_ids: set[str]) -> dict[str, int]:
+        """How these documents' ingest ended, as recorded (the ledger is the state of record): documents indexed,
+        skipped and failed, and the chunks written and split."""
+        totals = {INDEXED: 0, SKIPPED: 0, FAILED: 0, "chunks": 0, "split_chunks": 0}
+        ids = sorted(doc_ids)
         with self.db.connect() as conn:
-            return int(conn.execute(sql, params).fetchone()[0])
+            for start in range(0, len(ids), _IDS_PER_QUERY):  # a batch's rows, not the whole source's, per call
+                part = ids[start : start + _IDS_PER_QUERY]
+                rows = conn.execute(
+                    "SELECT status, count(*), coalesce(sum(chunk_count), 0), coalesce(sum(split_chunks), 0)"
+                    f" FROM rag_documents WHERE source_id = %s AND doc_id IN ({', '.join(['%s'] * len(part))})"
+                    " GROUP BY status",
+                    (source_id, *part),
+                ).fetchall()
+                for status, count, chunks, split in rows:
+                    if status in totals:
+                        totals[status] += int(count)
+                    if status == INDEXED:
+                        totals["chunks"] += int(chunks)
+                        totals["split_chunks"] += int(split)
+        return totals
 
     def documents_not_on(self, model: str) -> int:
         """Documents of any source still pending, or indexed with another model."""
@@ -265,6 +311,6 @@ class RagLedger:
         with self.db.connect() as conn:
             return conn.execute(
                 "SELECT path, status, reason FROM rag_documents WHERE source_id = %s"
-                " AND status IN ('skipped', 'failed') ORDER BY path LIMIT %s",
-                (source_id, limit),
+                " AND status IN (%s, %s) ORDER BY path LIMIT %s",
+                (source_id, SKIPPED, FAILED, limit),
             ).fetchall()

@@ -3,11 +3,14 @@
 unstructured runs native code (pdfminer, lxml, onnx) that can hang or die on hostile files; a plain
 ProcessPoolExecutor would then be broken for every later file. This wrapper restarts the pool and lets
 the caller retry the files that were caught in the crash. Each process runs under an address-space limit
-(RLIMIT_AS), so that one file (a zip bomb) fails alone instead of taking the node's memory.
+(RLIMIT_AS), so that one file (a zip bomb) fails alone instead of taking the node's memory; the tools a
+parser starts (LibreOffice, pandoc, tesseract: flows/rag/convert.py) inherit that limit, and a restart kills
+them with their parser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -16,10 +19,11 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
+from flows.rag.ledger import FAILED
 from flows.rag.parse import ParseProblem, configure_offline_parsing
-from flows.rag.plan import FAILED
 
 T = TypeVar("T")
 
@@ -80,6 +84,19 @@ def run_with_deadline(seconds: float, fn: Callable[..., T], *args: Any) -> T:
         signal.signal(signal.SIGALRM, previous)
 
 
+def kill_tool_groups(pid: int) -> None:
+    """Kill the process groups of a parser's tools (convert.run_tool starts each as a group leader, its direct
+    child): killing the parser alone would leave a hung LibreOffice running."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # already gone, or not Linux
+        return
+    for child in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(int(child)) == int(child):
+                os.killpg(int(child), signal.SIGKILL)
+
+
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -111,6 +128,7 @@ class ParserPool:
             if self._pool is not broken:
                 return  # another thread already restarted it
             for process in list(getattr(broken, "_processes", {}).values()):
+                kill_tool_groups(process.pid)
                 process.kill()
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()

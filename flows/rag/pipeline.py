@@ -28,10 +28,9 @@ from flows.rag.config import RagConfig
 from flows.rag.embed import Embedder, forward_threads
 from flows.rag.embed_queue import EmbedQueue, Slice
 from flows.rag.ids import point_id
-from flows.rag.ledger import DocumentOutcome, RagLedger
-from flows.rag.parse import SUPPORTED_EXTENSIONS, ChunkingOptions, ParsedDocument, ParseProblem, parse_file
+from flows.rag.ledger import FAILED, INDEXED, SKIPPED, DocumentOutcome, RagLedger
+from flows.rag.parse import ChunkingOptions, ParsedDocument, ParseProblem, parse_file
 from flows.rag.parser_pool import ParserPool, run_with_deadline
-from flows.rag.plan import FAILED, INDEXED, SKIPPED
 from flows.rag.sources.base import DocumentRef, FetchError, Source
 
 if TYPE_CHECKING:
@@ -67,18 +66,6 @@ class BatchReport:
         }
 
 
-def precheck(ref: DocumentRef, max_bytes: int) -> DocumentOutcome | None:
-    """Reject what needs no reading: unsupported types and files over the size limit."""
-    extension = "." + ref.name.rsplit(".", 1)[-1].lower() if "." in ref.name else ""
-    if extension not in SUPPORTED_EXTENSIONS and not ref.extra.get("export_extension"):
-        return DocumentOutcome(ref, SKIPPED, f"unsupported file type {extension or '(no extension)'}")
-    if ref.size is not None and ref.size > max_bytes:
-        return DocumentOutcome(
-            ref, SKIPPED, f"file is {ref.size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit"
-        )
-    return None
-
-
 def chunk_payloads(source_id: str, piece: Slice) -> list[dict[str, Any]]:
     ref = piece.ref
     return [
@@ -89,10 +76,12 @@ def chunk_payloads(source_id: str, piece: Slice) -> list[dict[str, Any]]:
             "version": ref.version,
             "title": ref.name,
             "path": ref.path,
-            "link": ref.extra.get("web_link"),
+            "link": ref.link,
             "mime_type": ref.mime_type,
             "page": chunk.page,
             "section": chunk.section,
+            "ocr": chunk.ocr,  # the chunk's text was read by OCR (a scanned page or an image)
+            "attachment": chunk.attachment,  # the e-mail attachment it came from, within the message's document
             "chunk_index": index,
             "modified": ref.modified,
         }
@@ -130,6 +119,7 @@ class BatchIndexer:
             combine_under_chars=config.chunk_combine_under_chars,
             max_chunks=config.max_chunks_per_file,
             max_run_chars=config.max_run_chars,
+            ocr_languages=config.ocr_languages,
         )
 
     # -- stage 1: fetch + parse, one thread per document in flight ---------------------------------
@@ -143,7 +133,7 @@ class BatchIndexer:
             return DocumentOutcome(ref, problem.status, problem.reason)
 
     def _parse_with_restarts(self, path: str, ref: DocumentRef) -> ParsedDocument:
-        name = ref.extra.get("export_name") or ref.name
+        name = ref.parse_as
         timeout = self.config.parse_timeout_s
         # The parser process enforces the timeout per file (run_with_deadline). This wait only catches a parser
         # stuck in native code: this file may queue behind every other file in flight, each bounded by the
@@ -195,15 +185,9 @@ class BatchIndexer:
         started = time.perf_counter()
         self.report = BatchReport()
         self.ledger.mark_pending(self.source.source_id, refs, self.config.embedding_model, self.store.collection)
-        max_bytes = int(self.config.max_file_mb * 2**20)
-        problems: list[DocumentOutcome] = []
-        to_parse: list[DocumentRef] = []
-        for ref in refs:
-            rejected = precheck(ref, max_bytes)
-            if rejected:
-                problems.append(rejected)
-            else:
-                to_parse.append(ref)
+        # What the source's listing found not indexable (flows/rag/indexable.py) is recorded, never fetched.
+        problems = [DocumentOutcome(ref, SKIPPED, ref.skip_reason) for ref in refs if ref.skip_reason]
+        to_parse = [ref for ref in refs if not ref.skip_reason]
 
         writes: list[Future[None]] = []
         queue = EmbedQueue()

@@ -5,22 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from flows.rag.indexable import decided_at_listing
+from flows.rag.ledger import DELETED, FAILED, INDEXED, PENDING, SKIPPED, LedgerEntry
 from flows.rag.sources.base import ChangeSet, DocumentRef, KnownDocument
-
-# Ledger statuses of a document.
-PENDING, INDEXED, SKIPPED, FAILED, DELETED = "pending", "indexed", "skipped", "failed", "deleted"
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    doc_id: str
-    name: str
-    path: str
-    version: str
-    status: str
-    embedding_model: str | None
-    size: int | None
-    mtime_ns: int | None
 
 
 @dataclass(slots=True)
@@ -58,7 +45,8 @@ def plan_sync(changes: ChangeSet, entries: Mapping[str, LedgerEntry], model: str
     * refreshed: same version but another name, path, size or mtime: metadata only, no re-embedding;
     * removed: gone from a complete listing, or reported removed by an incremental feed; a document the
       listing could not see (under an unreadable folder, itself unreadable) is kept as it is, never removed.
-    Failed and skipped documents are retried only when their version changes.
+    Failed and skipped documents are retried when their version changes, or when the listing's verdict on
+    them changed (verdict_changed).
     """
     plan = SyncPlan()
     listed: dict[str, DocumentRef] = {ref.doc_id: ref for ref in changes.documents}
@@ -70,6 +58,7 @@ def plan_sync(changes: ChangeSet, entries: Mapping[str, LedgerEntry], model: str
             entry.version != ref.version
             or entry.status == PENDING
             or (entry.status == INDEXED and entry.embedding_model != model)
+            or verdict_changed(entry, ref)
         ):
             plan.changed.append(ref)
         elif (entry.name, entry.path, entry.size, entry.mtime_ns) != (
@@ -95,6 +84,16 @@ def plan_sync(changes: ChangeSet, entries: Mapping[str, LedgerEntry], model: str
         else:
             plan.removed.append(doc_id)
     return plan
+
+
+def verdict_changed(entry: LedgerEntry, ref: DocumentRef) -> bool:
+    """Whether the listing now judges an unchanged version otherwise than the ledger records: skipped at listing
+    and now indexable (a format the parser reads since, a higher size limit) or skipped for another listing
+    reason, or indexed or failed and now not indexable (a lower limit, a narrower allow-list). A skip found by
+    reading the file (encrypted, empty) stands until the file changes."""
+    if entry.status == SKIPPED:
+        return entry.reason != ref.skip_reason and (ref.skip_reason is not None or decided_at_listing(entry.reason))
+    return entry.status in (INDEXED, FAILED) and ref.skip_reason is not None
 
 
 def _under_any(doc_id: str, prefixes: list[str]) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
+
+from flows.rag.indexable import skipped_kind
+from flows.rag.ledger import SKIPPED
 
 SUMMARY_FIELDS = (
     ("files_seen", "files seen"),
@@ -28,6 +32,10 @@ def render_sync_report(stats: dict[str, Any]) -> str:
     lines += ["| | |", "|---|---:|"]
     lines += [f"| {label} | {stats.get(key, 0)} |" for key, label in SUMMARY_FIELDS]
     problems = stats.get("problems") or []
+    kinds = Counter(kind for _, status, reason in problems if status == SKIPPED and (kind := skipped_kind(reason)))
+    if kinds:
+        lines += ["", "## Skipped by type", "", "| kind | files |", "|---|---:|"]
+        lines += [f"| {kind} | {count} |" for kind, count in sorted(kinds.items())]
     if problems:
         lines += ["", "## Skipped, failed and unreadable files", "", "| file | status | reason |", "|---|---|---|"]
         lines += [f"| `{path}` | {status} | {reason} |" for path, status, reason in problems]

@@ -6,15 +6,28 @@ Embedded (``QdrantClient(path=...)``) by default, a server by URL and API key in
 from __future__ import annotations
 
 import atexit
+import logging
+import random
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from flows.common.errors import ServiceUnavailable
+from flows.common.errors import ServiceUnavailable, SwarmError
 from flows.rag.ids import collection_name
+from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes
+
+log = logging.getLogger(__name__)
+
+# Server answers worth another try: rate limit, and a proxy or server that is briefly down or overloaded.
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+UPSERT_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
 
 # Payload fields that filters use get an index (a no-op in embedded mode, essential on a server).
 _INDEXED_FIELDS = {
@@ -73,9 +86,38 @@ def _doc_filter(source_id: str, doc_ids: Sequence[str]) -> models.Filter:
     )
 
 
+class UpsertError(SwarmError):
+    """Qdrant refused a write for good (a 400: bad vector size, payload...), or stayed unreachable."""
+
+
+def _is_transient(exc: Exception) -> bool:
+    # ResponseHandlingException wraps the transport's errors: connection reset or refused, timeouts.
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in TRANSIENT_STATUS
+    return isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, UnexpectedResponse):
+        detail = " ".join(exc.content.decode("utf-8", "replace").split())[:200]
+        return f"HTTP {exc.status_code} {exc.reason_phrase}: {detail}"
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
 class VectorStore:
-    def __init__(self, client: QdrantClient, alias: str, model: str, dim: int) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        alias: str,
+        model: str,
+        dim: int,
+        *,
+        request_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.client = client
+        self.request_budget_bytes = request_budget_bytes
+        self._sleep = sleep
         options = client.init_options
         self.embedded = options.get("path") is not None or options.get("location") == ":memory:"
         self.alias = alias
@@ -127,11 +169,32 @@ class VectorStore:
         self.client.update_collection_aliases(change_aliases_operations=operations)
 
     def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
-        points = [
-            models.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
-            for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
-        ]
-        self.client.upsert(self.collection, points=points, wait=True)
+        """Write points in requests below the byte budget, whatever the document's size; upserts by id are
+        idempotent, so a request retried after a lost answer writes each point once."""
+        if len(ids) != len(payloads) or len(ids) != len(vectors):
+            raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
+        sizes = [point_bytes(self.dim, payload) for payload in payloads]
+        for batch in byte_batches(sizes, self.request_budget_bytes):
+            points = [models.PointStruct(id=ids[i], vector=vectors[i].tolist(), payload=payloads[i]) for i in batch]
+            self._upsert_with_retry(points)
+
+    def _upsert_with_retry(self, points: list[models.PointStruct]) -> None:
+        for attempt in range(UPSERT_ATTEMPTS):
+            try:
+                self.client.upsert(self.collection, points=points, wait=True)
+                return
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise UpsertError(
+                        f"Qdrant refused {len(points)} points for {self.collection}: {_one_line(exc)}"
+                    ) from exc
+                if attempt + 1 == UPSERT_ATTEMPTS:
+                    raise UpsertError(
+                        f"Qdrant write to {self.collection} failed {UPSERT_ATTEMPTS} times: {_one_line(exc)}"
+                    ) from exc
+                wait = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # full jitter
+                log.warning("Qdrant write failed (%s); retrying in %.1f s", _one_line(exc), wait)
+                self._sleep(wait)
 
     def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:
         """Drop each document's points of any version but the given one (after its new points are written).

@@ -17,19 +17,19 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.rag.config import load_config
+from flows.rag.config import RagOptions, load_config
 from flows.rag.drift import REINGEST_KINDS, Drift, find_drift, tally_points
-from flows.rag.services import RagServices, SourceSpec, open_services
+from flows.rag.resources import RagResources, SourceSpec, open_resources
 from flows.rag.sync import decide_model, rag_sync
 
 _POINT_FIELDS = ("source_id", "doc_id", "version")
 
 
 @task(task_run_name="compare-ledger-and-store", cache_policy=NO_CACHE)
-def compare(services: RagServices, source_id: str | None) -> tuple[list[Drift], int, int]:
+def compare(resources: RagResources, source_id: str | None) -> tuple[list[Drift], int, int]:
     """The drift, the number of ledger documents checked and of points read."""
-    store = services.store
-    documents = services.ledger.documents(source_id)
+    store = resources.store
+    documents = resources.ledger.documents(source_id)
     stored = tally_points(store.payloads(_POINT_FIELDS))
     if source_id:
         stored = {key: versions for key, versions in stored.items() if key[0] == source_id}
@@ -38,17 +38,17 @@ def compare(services: RagServices, source_id: str | None) -> tuple[list[Drift], 
 
 
 @task(task_run_name="repair-drift", cache_policy=NO_CACHE)
-def repair_drift(services: RagServices, drift: list[Drift]) -> dict[str, int]:
+def repair_drift(resources: RagResources, drift: list[Drift]) -> dict[str, int]:
     """Mark what the store lacks for re-ingest and delete what the ledger does not know."""
     reingest: dict[str, list[str]] = defaultdict(list)
     stray: dict[str, list[str]] = defaultdict(list)
     for item in drift:
         (reingest if item.kind in REINGEST_KINDS else stray)[item.source_id].append(item.doc_id)
     for source_id, doc_ids in reingest.items():
-        services.ledger.mark_for_reingest(source_id, doc_ids)
-        services.ledger.set_cursor(source_id, None)  # an incremental source (Drive) lists everything next time
+        resources.ledger.mark_for_reingest(source_id, doc_ids)
+        resources.ledger.set_cursor(source_id, None)  # an incremental source (Drive) lists everything next time
     for source_id, doc_ids in stray.items():
-        services.store.delete_documents(source_id, doc_ids)
+        resources.store.delete_documents(source_id, doc_ids)
     return {
         "marked_for_reingest": sum(map(len, reingest.values())),
         "stray_documents_deleted": sum(map(len, stray.values())),
@@ -57,18 +57,25 @@ def repair_drift(services: RagServices, drift: list[Drift]) -> dict[str, int]:
 
 @flow(name="rag-verify")
 def rag_verify(
-    config: dict[str, Any] | None = None, source: SourceSpec | None = None, repair: bool = False
+    config: RagOptions | None = None, source: SourceSpec | None = None, repair: bool = False
 ) -> dict[str, Any]:
     """Check every document of the ledger (or of ``source`` only) against the store's points, list the drift in the
-    ``rag-verify-report`` artifact and, with ``repair``, fix it; with ``source`` too, re-index it now (rag-sync)."""
-    settings = load_config(config)
-    _, services, warning = decide_model(settings, open_services(settings))  # the collection a sync would write
+    ``rag-verify-report`` artifact and, with ``repair``, fix it; with ``source`` too, re-index it now (rag-sync).
+
+    Args:
+        config: Settings of this run; an empty field is the node's own (SWARM_<FIELD>), else the default.
+        source: Only this source's documents (and, with repair, re-index it at once); empty: every source.
+        repair: Mark what the store lacks for re-ingest and delete the points the ledger does not know.
+    """
+    config = load_config(config)
+    resources = open_resources(config)
+    warning = decide_model(resources)  # the collection a sync would write
     if warning:
         get_run_logger().warning(warning)
-    source_id = services.source(source).source_id if source else None
-    drift, documents, points = compare(services, source_id)
+    source_id = resources.source(source).source_id if source else None
+    drift, documents, points = compare(resources, source_id)
     result: dict[str, Any] = {
-        "collection": services.store.collection,
+        "collection": resources.store.collection,
         "documents": documents,
         "points": points,
         "drift": [item.row() for item in drift],
@@ -76,7 +83,7 @@ def rag_verify(
     summary = f"{len(drift)} drifted of {documents} ledger documents, {points} points in {result['collection']}"
     create_table_artifact(result["drift"], key="rag-verify-report", description=summary)
     if repair and drift:
-        result["repaired"] = repair_drift(services, drift)
+        result["repaired"] = repair_drift(resources, drift)
         if source is not None:
-            result["sync"] = rag_sync(source, config)
+            result["sync"] = rag_sync(source, config.overrides())
     return result

@@ -11,14 +11,14 @@ from typing import Any
 
 from flows.rag.config import load_config
 from flows.rag.embed import get_embedder
-from flows.rag.services import open_services
+from flows.rag.resources import open_resources
 
 
 def retrieve_local_context(queries: list[str], rag_config: dict[str, Any] | None, k: int) -> dict[str, list[dict]]:
     """query -> up to ``k`` payloads of the closest chunks (text, title, path). Raises SwarmError when the
     ledger or Qdrant cannot be opened."""
     config = load_config(rag_config)
-    store = open_services(config).store
+    store = open_resources(config).store
     embedder = get_embedder(config.embedding_model, config.device, config.embed_precision)
     vectors = embedder.embed_texts(queries)
     pairs = zip(queries, vectors, strict=True)

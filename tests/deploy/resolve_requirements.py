@@ -23,6 +23,7 @@ SETS: dict[str, list[str]] = {
     "project": ["torch==2.13.0", "-c", "constraints.txt", ".[test]"],
     "unstructured-inference": ["--no-deps", "unstructured-inference==1.6.14"],
     "gpt-researcher": ["-r", "flows/research/gptr-requirements.txt"],
+    "gateway": ["-r", "deployments/litellm/requirements.txt"],
 }
 
 

@@ -146,3 +146,45 @@ def test_a_flow_finds_its_ledger_parameters_first_then_the_node_settings_then_th
     monkeypatch.setenv("SWARM_LEDGER_BLOCK", "no-such-ledger")
     with pytest.raises(ConfigError, match="SWARM_LEDGER_BLOCK: no PostgresLedger block named 'no-such-ledger'"):
         resolve_ledger_url(None, None)
+
+
+def test_a_block_parameter_is_offered_by_type_and_arrives_as_the_block_without_its_secret_in_the_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the UI does with rag-sync's config.ledger_block: the schema names the block type (the form offers the
+    saved blocks), the UI sends a $ref, and the flow gets the loaded block; a name still works."""
+    import json
+
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.common.blocks import resolve_block, resolve_qdrant
+    from flows.common.errors import ConfigError
+    from flows.rag.sync import rag_sync
+
+    schema = parameter_schema(rag_sync).model_dump_for_openapi()
+    definitions = schema["definitions"]
+    ledger_field = definitions["RagOptions"]["properties"]["ledger_block"]
+    assert {"$ref": "#/definitions/PostgresLedger"} in ledger_field["anyOf"] and ledger_field["description"]
+    assert definitions["PostgresLedger"]["block_type_slug"] == PostgresLedger.get_block_type_slug()
+    assert definitions["QdrantConnection"]["secret_fields"] == ["api_key"]
+
+    block_id = PostgresLedger(url="postgresql://swarm@oracle/swarm", password=SECRET).save("ui-ledger", overwrite=True)
+    sent = {
+        "source": {"kind": "local", "path": "/d"},
+        "config": {"ledger_block": {"$ref": {"block_document_id": str(block_id)}}},
+    }
+    assert SECRET not in json.dumps(sent)  # what the run's stored parameters hold
+    received = rag_sync.validate_parameters(sent)["config"].ledger_block
+    assert isinstance(received, PostgresLedger) and SECRET in received.connection_url()
+    assert resolve_block(PostgresLedger, received, "ledger_block") is received
+    assert resolve_block(PostgresLedger, "ui-ledger", "ledger_block").connection_url() == received.connection_url()
+    with pytest.raises(ConfigError, match="ledger_block: a QdrantConnection is not a PostgresLedger block"):
+        resolve_block(PostgresLedger, QdrantConnection(url="http://q:6333"), "ledger_block")
+
+    # The Qdrant key has one name; its former one works for a release, with a warning.
+    monkeypatch.delenv("SWARM_QDRANT_API_KEY", raising=False)
+    monkeypatch.delenv("SWARM_QDRANT_BLOCK", raising=False)
+    monkeypatch.setenv("QDRANT_API_KEY", "old-name")
+    assert resolve_qdrant(None, "http://q:6333", None).api_key == "old-name"
+    monkeypatch.setenv("SWARM_QDRANT_API_KEY", "new-name")
+    assert resolve_qdrant(None, "http://q:6333", None).api_key == "new-name"

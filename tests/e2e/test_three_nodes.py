@@ -1,7 +1,7 @@
 """End to end on three test hosts (tests/e2e/netns.py): oracle runs a scratch PostgreSQL and the Prefect
 server with API auth, every node runs its worker exactly as deployments/systemd/prefect-worker@.service
-starts it, from /etc/swarm env files rendered from the examples. The operator bootstraps twice and deploys
-from oracle; then, each on its real host:
+starts it, from /etc/swarm env files rendered from the examples. The operator bootstraps, deploys and
+bootstraps again from oracle; then, each on its real host:
 
 - rag-sync/gdrive-hourly plans on oracle and dispatches its batches to ingest-batch/thanos (the Drive is the
   fake Drive v3 server, on the test process's bridge address); each batch holds gpu:thanos; oracle and thanos
@@ -99,9 +99,16 @@ def test_three_hosts(cluster: Cluster, tmp_path: Path) -> None:
     thanos.path(THANOS_MODEL).symlink_to(_packaged_model_dir())
     operator = cluster.operator_env()
     first = oracle.run([f"{VENV}/python", "-m", "deployments.bootstrap"], operator, cwd="/srv/swarm", timeout=300)
-    second = oracle.run([f"{VENV}/python", "-m", "deployments.bootstrap"], operator, cwd="/srv/swarm", timeout=300)
-    assert bootstrap_summary(second) == bootstrap_summary(first)  # the second run changes nothing
     oracle.run([f"{VENV}/prefect", "--no-prompt", "deploy", "--all"], operator, cwd="/srv/swarm", timeout=300)
+    second = oracle.run([f"{VENV}/python", "-m", "deployments.bootstrap"], operator, cwd="/srv/swarm", timeout=300)
+    # The second run makes nothing again; it only names the limits the deploy created (deployment:<uuid>).
+    limits = [line for line in bootstrap_summary(second) if line.startswith("deployment_limits: ")]
+    assert [line for line in bootstrap_summary(second) if line not in limits] == [
+        line for line in bootstrap_summary(first) if not line.startswith("deployment_limits")
+    ]
+    assert limits and {"deployment:rag-sync:gdrive-hourly", "deployment:backup:nightly"} <= set(
+        limits[0].removeprefix("deployment_limits: ").split(", ")
+    ), limits
     print(f"bootstrapped and deployed at {time.monotonic() - t0:.0f} s")
 
     client = get_client(sync_client=True)

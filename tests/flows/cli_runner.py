@@ -13,7 +13,8 @@ SWARM = str(Path(sys.executable).parent / "swarm")
 
 
 def swarm_env(data_dir: Path, prefect_home: Path | None = None) -> dict[str, str]:
-    """``prefect_home``: no API URL, so Prefect starts a temporary server of its own, as for a user without one."""
+    """``prefect_home``: no API URL and SWARM_PREFECT_SERVER=temporary, so Prefect starts a temporary server of its
+    own for the command (where a user's command would start its lasting local one, tests/flows/test_cli_server.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
     env.update(SWARM_DATA_DIR=str(data_dir), COLUMNS="200")
     if prefect_home is None:
@@ -21,6 +22,7 @@ def swarm_env(data_dir: Path, prefect_home: Path | None = None) -> dict[str, str
     else:
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_HOME"] = str(prefect_home)
+        env["SWARM_PREFECT_SERVER"] = "temporary"
     return env
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flows.common.db import Database
 from flows.rag.config import load_config
-from flows.rag.services import open_services
+from flows.rag.resources import open_resources
 from flows.rag.sources.gdrive import GoogleDriveSpec
 from flows.rag.sync import rag_sync
 from testkit.documents import TOPICS, write_document
@@ -24,7 +24,7 @@ def upload(drive: FakeDrive, tmp: Path, name: str, parent: str, mime: str, title
 
 def check(config: dict, ledger_url: str) -> dict[str, dict]:
     """Store and ledger agree; returns one payload per indexed document."""
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     points = assert_consistent(services.store.client, services.store.collection, ledger_url)
     return {p["doc_id"]: p for p in points}
 
@@ -46,13 +46,16 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
         ids["gdoc"] = drive.add("Solar notes", root, GDOC, docx.read_bytes())  # exported as docx
         ids["big"] = drive.add("huge.pdf", root, "application/pdf", b"%PDF", size_override=500 * 2**20)
         ids["sheet"] = drive.add("Giant plan", root, GDOC, b"x", export_size=20 * 2**20)
+        ids["audio"] = drive.add("Interview", root, "audio/mpeg", b"ID3")  # no parser: decided from its MIME type
         spec = GoogleDriveSpec(folder_ids=[root], api_endpoint=url)
         config = config_for(tmp_path, ledger_url, max_file_mb=50, batch_files=3)
 
         first = rag_sync(spec, config)
-        assert (first["new"], first["indexed"]) == (6, 4)
+        assert (first["new"], first["indexed"]) == (7, 4)
         rows = ledger_rows(ledger_url)
-        assert rows[ids["big"]][0] == "skipped" and "limit" in (rows[ids["big"]][1] or "")
+        assert rows[ids["big"]][:2] == ("skipped", "file is 500.0 MB, over the 50 MB limit (max_file_mb)")
+        assert rows[ids["audio"]][:2] == ("skipped", "unsupported file type audio/mpeg (no extension) (audio)")
+        assert not {ids["big"], ids["audio"]} & {file_id for file_id, _ in drive.downloads}, "skipped: never fetched"
         assert rows[ids["sheet"]][0] == "failed" and "exportSizeLimitExceeded" in (rows[ids["sheet"]][1] or "")
         points = check(config, ledger_url)
         assert set(points) == {ids["md"], ids["txt"], ids["pdf"], ids["gdoc"]}
@@ -89,3 +92,10 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
         points = check(config, ledger_url)
         assert set(points) == {ids["gdoc"], ids["txt"], ids["pdf"]}
         assert points[ids["pdf"]]["path"] == "Team/Design/Glacier study"
+
+        # A higher size limit: a full listing judges every file anew; the one skipped for its size is tried again
+        # (same version) and fetched this time, the rest stays as it was.
+        raised = rag_sync(spec, {**config, "max_file_mb": 600})
+        assert (raised["changed"], raised["unchanged"]) == (1, 5)
+        assert ledger_rows(ledger_url)[ids["big"]][0] == "failed"  # its 4 bytes are no PDF
+        assert (ids["big"], None) in drive.downloads and ids["audio"] not in {f for f, _ in drive.downloads}

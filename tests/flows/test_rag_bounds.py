@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flows.rag.config import load_config
-from flows.rag.services import open_services
+from flows.rag.resources import open_resources
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
 from testkit.documents import FILLER, TOPICS, write_document, write_docx_bomb
@@ -20,7 +20,7 @@ from tests.flows.rag_checks import assert_consistent, config_for, ledger_rows
 def _assert_indexed_beside(tmp_path: Path, ledger_url: str, config: dict[str, Any], names: set[str]) -> None:
     rows = ledger_rows(ledger_url)
     assert {name for name, row in rows.items() if row[0] == "indexed"} == names
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     points = assert_consistent(services.store.client, services.store.collection, ledger_url)
     assert {p["doc_id"] for p in points} == names
 

@@ -14,7 +14,7 @@ import pytest
 from flows.common.db import Database
 from flows.rag.config import load_config
 from flows.rag.embed import get_embedder
-from flows.rag.services import open_services
+from flows.rag.resources import open_resources
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
 from testkit.documents import TOPICS, make_bad_files, make_corpus, write_document
@@ -37,7 +37,7 @@ def test_lifecycle_ingest_noop_change_delete(tmp_path: Path, ledger_url: str) ->
     rows = ledger_rows(ledger_url)
     for name, (status, word) in bad.items():
         assert rows[name][0] == status and word in rows[name][1], (name, rows[name])
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     client, collection = services.store.client, services.store.collection
     points = assert_consistent(client, collection, ledger_url)
     assert {p["doc_id"] for p in points} == set(TOPICS)
@@ -90,7 +90,7 @@ def test_a_fixed_file_is_retried_and_a_broken_one_loses_its_old_points(tmp_path:
     (docs / "notes.md").write_bytes(b"")  # emptied
     result = rag_sync(spec, config)
     assert (result["changed"], result["indexed"], result["skipped"]) == (2, 1, 1)
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     points = assert_consistent(services.store.client, services.store.collection, ledger_url)
     assert {p["doc_id"] for p in points} == {"report.pdf"}
 
@@ -137,7 +137,7 @@ def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path
     spec, ledger_url, config = _indexed_then_new_model(tmp_path)
     result = rag_sync(spec, config)
     assert result["changed"] == 1
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     assert services.store.alias_target() == "documents__minilm-copy__384"
     assert [c.name for c in services.store.client.get_collections().collections] == ["documents__minilm-copy__384"]
     assert_consistent(services.store.client, services.store.collection, ledger_url)
@@ -160,7 +160,7 @@ def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_syn
     # Every document is already on the new model, so the re-run has nothing to ingest; it must still publish.
     result = rag_sync(spec, config)
     assert (result["changed"], result["chunks"]) == (0, 0)
-    store = open_services(load_config(config)).store
+    store = open_resources(load_config(config)).store
     assert store.alias_target() == "documents__minilm-copy__384"
     assert [c.name for c in store.client.get_collections().collections] == ["documents__minilm-copy__384"]
 
@@ -173,7 +173,7 @@ def _interrupted_migration(
     from flows.rag import sync
 
     spec, ledger_url, migrate = _indexed_then_new_model(tmp_path, ledger_url, documents=2)
-    real_batch, batches = sync.ingest_batch, itertools.count()
+    real_batch, batches = sync.run_batch, itertools.count()
 
     def one_batch_then_die(*args: Any, **kwargs: Any) -> dict[str, Any]:
         if next(batches):
@@ -181,7 +181,7 @@ def _interrupted_migration(
         return real_batch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sync, "ingest_batch", one_batch_then_die)
+        patch.setattr(sync, "run_batch", one_batch_then_die)
         with pytest.raises(RuntimeError, match="first batch"):
             rag_sync(spec, migrate | {"batch_files": 1})
     with Database(ledger_url).connect() as conn:
@@ -191,7 +191,7 @@ def _interrupted_migration(
 
 
 def _collections(config: dict[str, Any]) -> tuple[str | None, list[str]]:
-    store = open_services(load_config(config)).store
+    store = open_resources(load_config(config)).store
     return store.alias_target(), sorted(c.name for c in store.client.get_collections().collections)
 
 
@@ -208,7 +208,7 @@ def test_scheduled_syncs_carry_on_a_migration_an_explicit_run_left_unfinished(
     assert (result["changed"], result["unchanged"], result["embedding_model"]) == (1, 1, new_model)
     assert f"continuing the migration of 'documents' from {MODEL!r} to {new_model!r}" in caplog.text
     assert _collections(migrate) == ("documents__minilm-copy__384", ["documents__minilm-copy__384"])
-    services = open_services(load_config(migrate))
+    services = open_resources(load_config(migrate))
     assert_consistent(services.store.client, services.store.collection, ledger_url)
     # Published, the migration is over: the next sync serves the new model and has nothing to do.
     again = rag_sync(spec, scheduled)
@@ -333,7 +333,7 @@ def test_an_unreadable_entry_removes_nothing_and_says_the_listing_is_incomplete(
         " state, nothing there was removed"
     ]
     assert "**Warning:** listing incomplete" in render_sync_report(result)
-    services = open_services(load_config(config))
+    services = open_resources(load_config(config))
     points = assert_consistent(services.store.client, services.store.collection, ledger_url)
     assert {p["doc_id"] for p in points} == {f"note{n}.txt" for n in range(8)}
 
@@ -367,5 +367,42 @@ def test_a_node_with_another_model_setting_syncs_with_the_served_model_and_warns
     with Database(ledger_url).connect() as conn:
         models = {row[0] for row in conn.execute("SELECT embedding_model FROM rag_documents").fetchall()}
     assert models == {MODEL}
-    store = open_services(load_config(migrate | {"embedding_model": MODEL})).store
+    store = open_resources(load_config(migrate | {"embedding_model": MODEL})).store
     assert [c.name for c in store.client.get_collections().collections] == [f"documents__{MODEL}__384"]
+
+
+def run_log(flow_run_id: Any) -> list[str]:
+    """The messages `prefect flow-run logs` shows for the run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # send what the run logged, and wait for it
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    return [log.message for log in sorted(logs, key=lambda log: log.timestamp)]
+
+
+def test_every_stage_of_a_sync_writes_a_log_line(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("ants.txt", "bees.txt", "moths.txt"):
+        write_document(docs / name, f"{name[:-4]} are insects that live in colonies or alone.")
+    config = config_for(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}", batch_files=2)
+    spec = LocalFolderSpec(path=str(docs))
+
+    first = rag_sync(spec, config, return_state=True)
+    lines = run_log(first.state_details.flow_run_id)
+    assert "planned: 3 new, 0 changed, 0 removed, 0 renamed, 0 unchanged of 3 files seen; 2 batches" in lines
+    assert "batch 0001: 2 files, 2 indexed, 0 skipped, 0 failed" in lines
+    assert "batch 0002: 1 file, 1 indexed, 0 skipped, 0 failed" in lines
+    assert f"publish: 'documents' serves {MODEL!r}" in lines
+
+    (docs / "ants.txt").unlink()
+    write_document(docs / "wasps.txt", "wasps are insects that build paper nests.")
+    second = rag_sync(spec, config, return_state=True)
+    lines = run_log(second.state_details.flow_run_id)
+    assert "planned: 1 new, 0 changed, 1 removed, 0 renamed, 2 unchanged of 3 files seen; 1 batch" in lines
+    assert "batch 0001: 1 file, 1 indexed, 0 skipped, 0 failed" in lines
+    assert "removals: 1 removed, 0 renamed (batch 0001)" in lines
+    assert second.result()["stage_seconds"]["embed"] is not None and second.result()["batch_runs"] == []

@@ -10,7 +10,7 @@ from prefect.artifacts import Artifact
 from flows.rag.config import load_config
 from flows.rag.drift import MISSING, UNKNOWN, WRONG_COUNT, WRONG_VERSION
 from flows.rag.ids import point_id
-from flows.rag.services import open_services
+from flows.rag.resources import open_resources
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
 from flows.rag.verify import rag_verify
@@ -50,14 +50,14 @@ def test_an_empty_store_is_reported_missing_and_repaired_through_the_sync(tmp_pa
     assert repaired["repaired"] == {"marked_for_reingest": 3, "stray_documents_deleted": 0}
     assert repaired["sync"]["indexed"] == len(SUBJECTS)
     assert rag_verify(empty)["drift"] == []
-    store = open_services(load_config(empty)).store
+    store = open_resources(load_config(empty)).store
     assert_consistent(store.client, store.collection, ledger_url)
 
 
 def test_strays_are_deleted_and_a_wrong_count_or_version_is_re_indexed(tmp_path: Path) -> None:
     spec, ledger_url, source_id = indexed(tmp_path)
     config = config_for(tmp_path, ledger_url)
-    store = open_services(load_config(config)).store
+    store = open_resources(load_config(config)).store
     stray = {"source_id": source_id, "doc_id": "ghost.md", "version": "v0", "text": "gone", "chunk_index": 0}
     store.upsert([point_id(source_id, "ghost.md", 0)], np.full((1, store.dim), 0.1), [stray])
     store.client.delete(store.collection, points_selector=[point_id(source_id, "otters.md", 0)], wait=True)

@@ -43,15 +43,15 @@ from psycopg import sql
 from blocks import OpenAICompatibleEndpoint, PostgresLedger, QdrantConnection, RedisServer, SearxngServer
 from flows.common.db import Database
 from flows.common.errors import ConfigError
-from flows.inference.vllm_batch import batch_inference
+from flows.inference.batch_inference import batch_inference
 from flows.ops.backup import backup
 from flows.ops.backup_catalog import Catalog
 from flows.ops.health import health
 from flows.ops.restore import restore
-from flows.rag.ingest import ingest_batch
+from flows.rag.ingest_batch import ingest_batch
 from flows.rag.sources.local import LocalFolderSpec
 from flows.rag.sync import rag_sync
-from flows.research.gpt_researcher_run import research
+from flows.research.research import research
 from testkit.inference_openai_server import run_fake_openai
 from testkit.ops_services import HEALTHY, fake_service
 from testkit.research_searxng import run_fake_searxng

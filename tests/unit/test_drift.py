@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flows.rag.drift import MISSING, UNKNOWN, WRONG_COUNT, WRONG_VERSION, LedgerDocument, find_drift, tally_points
+from flows.rag.drift import MISSING, UNKNOWN, WRONG_COUNT, WRONG_VERSION, find_drift, tally_points
+from flows.rag.ledger import LedgerDocument
 
 COLLECTION = "documents__m__384"
 SRC = "local:/docs"

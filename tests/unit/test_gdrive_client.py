@@ -19,7 +19,7 @@ from flows.rag.sources.gdrive_client import (
     api_base,
     call_with_retry,
 )
-from flows.rag.sources.gdrive_refs import skip_reason, to_ref, version_of
+from flows.rag.sources.gdrive_refs import skip_of, to_ref, version_of
 from flows.rag.sources.gdrive_tree import KIND_FOLDER_SHORTCUT, Node, Tree
 
 
@@ -96,14 +96,14 @@ def test_versions_and_skip_reasons() -> None:
     assert version_of({"mimeType": "application/pdf", "headRevisionId": "r9"}) == "rev:r9"
     assert version_of({"mimeType": "application/vnd.google-apps.document", "version": "12"}) == "v12"
     allow = {"application/pdf"}
-    assert skip_reason({"mimeType": "application/pdf", "size": "10"}, allow, 100) is None
-    assert "limit" in (skip_reason({"mimeType": "application/pdf", "size": "1000"}, allow, 100) or "")
-    ref = to_ref({"id": "x", "name": "S", "mimeType": "application/vnd.google-apps.spreadsheet"}, "R/S", set(), 1)
-    assert ref.extra["export_extension"] == ".xlsx" and "allow-list" in ref.extra["skip_reason"]
+    assert skip_of({"mimeType": "application/pdf", "name": "a.pdf", "size": "10"}, allow, 100) is None
+    assert "limit" in (skip_of({"mimeType": "application/pdf", "name": "a.pdf", "size": "1000"}, allow, 100) or "")
+    ref = to_ref({"id": "x", "name": "S", "mimeType": "application/vnd.google-apps.spreadsheet"}, "R/S", allow, 1)
+    assert ref.parse_as == "S.xlsx" and "allow-list" in (ref.skip_reason or "")
     bare = to_ref({"id": "p", "name": "Q3 report", "mimeType": "application/pdf", "size": "9"}, "R", allow, 100)
-    assert (bare.extra["export_name"], bare.extra["export_extension"]) == ("Q3 report.pdf", ".pdf")
+    assert (bare.parse_name, bare.skip_reason) == ("Q3 report.pdf", None)
     named = to_ref({"id": "p", "name": "q3.PDF", "mimeType": "application/pdf", "size": "9"}, "R", allow, 100)
-    assert "export_name" not in named.extra
+    assert named.parse_name is None and named.parse_as == "q3.PDF"
 
 
 def test_scope_paths_follow_folder_shortcuts_once() -> None:

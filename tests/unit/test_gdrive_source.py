@@ -14,6 +14,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from flows.common.db import Database
+from flows.rag.indexable import limit_bytes
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument, Source
 from flows.rag.sources.gdrive import GoogleDriveSource, GoogleDriveSpec
 from flows.rag.sources.gdrive_client import DriveAuthError, RetryPolicy
@@ -58,10 +59,11 @@ class Env:
     root: str
     sleeps: list[float]
 
-    def source(self, **spec: object) -> GoogleDriveSource:
+    def source(self, max_file_mb: float = 100, **spec: object) -> GoogleDriveSource:
         spec.setdefault("folder_ids", [self.root])
         full = GoogleDriveSpec(api_endpoint=self.url, **spec)  # type: ignore[arg-type]
-        return GoogleDriveSource(full, self.db, AnonymousCredentials(), RetryPolicy(sleep=self.sleeps.append))
+        retry = RetryPolicy(sleep=self.sleeps.append)
+        return GoogleDriveSource(full, self.db, AnonymousCredentials(), retry, limit_bytes(max_file_mb))
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def test_first_sync_lists_scope_with_paths_versions_and_saves_token_first(ledger
         outside = drive.folder("Elsewhere", None)
         drive.add("private.txt", outside, content=b"no")
         token_before = str(drive.seq + 1)
-        source = GoogleDriveSpec(folder_ids=[root], api_endpoint=url).build(Database(ledger_url))
+        source = GoogleDriveSpec(folder_ids=[root], api_endpoint=url).build(Database(ledger_url), 2**20)
         assert isinstance(source, Source)
         assert source.source_id == f"gdrive:{root}"
         ledger = Ledger()
@@ -111,9 +113,9 @@ def test_first_sync_lists_scope_with_paths_versions_and_saves_token_first(ledger
             ids["notes"]: "Team/Notes",
         }
         notes = ledger.docs[ids["notes"]]
-        assert notes.extra["export_extension"] == ".docx" and notes.size is None
+        assert notes.parse_as == "Notes.docx" and notes.size is None and notes.skip_reason is None
         assert ledger.docs[ids["a"]].version.startswith("md5:") and ledger.docs[ids["a"]].size == 5
-        assert ledger.docs[ids["a"]].extra["web_link"].endswith(f"/d/{ids['a']}/view")
+        assert (ledger.docs[ids["a"]].link or "").endswith(f"/d/{ids['a']}/view")
         with Database(ledger_url).connect() as conn:
             row = conn.execute("SELECT pending_token, tree_token FROM gdrive_state").fetchone()
         assert row == (token_before, token_before)
@@ -242,7 +244,6 @@ def test_shared_drive_is_synced_whole(env: Env) -> None:
     source, ledger = env.source(folder_ids=[], drive_ids=[drive_id]), Ledger()
     ledger.sync(source)
     assert ledger.paths() == {doc: "Engineering/Design/arch.md"}
-    assert ledger.docs[doc].extra["drive_id"] == drive_id
     env.drive.rename(sub, "Architecture")
     env.drive.modify(doc, b"# arch v2")
     assert [d.path for d in ledger.sync(source).documents] == ["Engineering/Architecture/arch.md"]
@@ -265,14 +266,74 @@ def test_a_shared_drive_renamed_renames_paths_and_one_no_longer_shared_fails_wit
         ledger.sync(source)
 
 
-def test_over_limit_and_unlisted_types_are_listed_but_fetch_says_why(env: Env) -> None:
-    big = env.drive.add("huge.pdf", env.root, "application/pdf", b"%PDF", size_override=300 * 2**20)
-    zip_ = env.drive.add("photos.zip", env.root, "application/zip", b"PK")
-    source, ledger = env.source(max_file_mb=50), Ledger()
+def test_what_cannot_be_indexed_is_listed_with_the_reason_from_its_metadata_alone(env: Env) -> None:
+    form = "application/vnd.google-apps.form"
+    files = {
+        "huge.pdf": ("application/pdf", "file is 300.0 MB, over the 50 MB limit (max_file_mb)"),
+        "photos.zip": ("application/zip", "unsupported file type .zip (archive)"),
+        "Interview": ("audio/mpeg", "unsupported file type audio/mpeg (no extension) (audio)"),
+        "demo.mp4": ("video/mp4", "unsupported file type .mp4 (video)"),
+        "Survey": (form, f"unsupported file type {form} (no export)"),  # a Google-native type without an export
+        "Q3 report": ("application/pdf", None),  # named without an extension: parsed by its MIME type's
+    }  # fmt: skip
+    ids = {
+        env.drive.add(name, env.root, mime, b"%PDF", size_override=300 * 2**20 if name == "huge.pdf" else None): name
+        for name, (mime, _) in files.items()
+    }
+    ledger = Ledger()
+    ledger.sync(env.source(max_file_mb=50))
+    assert {ids[i]: d.skip_reason for i, d in ledger.docs.items()} == {n: r for n, (_, r) in files.items()}
+    assert env.drive.downloads == [], "the listing downloads nothing"
+    assert [d.parse_as for d in ledger.docs.values() if d.name == "Q3 report"] == ["Q3 report.pdf"]
+
+
+def test_both_sources_give_the_same_file_the_same_reason(env: Env, tmp_path: Path) -> None:
+    from flows.rag.sources.local import LocalFolderSource
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    files = {"huge.pdf": ("application/pdf", 3 * 2**20), "talk.mp3": ("audio/mpeg", 10), "a.txt": ("text/plain", 5)}
+    for name, (mime, size) in files.items():
+        with open(folder / name, "wb") as out:
+            out.truncate(size)
+        env.drive.add(name, env.root, mime, b"x", size_override=size)
+    ledger = Ledger()
+    ledger.sync(env.source(max_file_mb=1))
+    from_drive = {d.name: d.skip_reason for d in ledger.docs.values()}
+    from_folder = {d.name: d.skip_reason for d in LocalFolderSource(folder, 2**20).changes(None, {}).documents}
+    assert from_drive == from_folder
+    assert from_drive["huge.pdf"] == "file is 3.0 MB, over the 1 MB limit (max_file_mb)"
+
+
+def test_other_indexing_rules_list_in_full_once_so_unchanged_files_are_judged_anew(env: Env) -> None:
+    big = env.drive.add("huge.pdf", env.root, "application/pdf", b"%PDF", size_override=3 * 2**20)
+    ledger = Ledger()
+    ledger.sync(env.source(max_file_mb=1))
+    assert not ledger.sync(env.source(max_file_mb=1)).complete  # same rules: the change feed
+    relisted = ledger.sync(env.source(max_file_mb=5))
+    assert relisted.complete and [d.skip_reason for d in relisted.documents if d.doc_id == big] == [None]
+    assert not ledger.sync(env.source(max_file_mb=5)).complete
+    assert ledger.sync(env.source(max_file_mb=5, mime_allowlist=["text/plain"])).complete
+
+
+def test_the_mime_allowlist_narrows_what_is_indexed(env: Env) -> None:
+    pdf = env.drive.add("q1.pdf", env.root, "application/pdf", b"%PDF")
+    text = env.drive.add("a.txt", env.root, content=b"alpha")
+    ledger = Ledger()
+    ledger.sync(env.source(mime_allowlist=["application/pdf"]))
+    assert ledger.docs[pdf].skip_reason is None
+    assert ledger.docs[text].skip_reason == "type text/plain is not in the MIME allow-list"
+
+
+def test_a_drawing_is_exported_as_pdf(env: Env) -> None:
+    drawing = env.drive.add("Rack layout", env.root, "application/vnd.google-apps.drawing", b"%PDF-1.4 drawing")
+    source, ledger = env.source(), Ledger()
     ledger.sync(source)
-    assert set(ledger.docs) == {big, zip_}
-    assert fetch_error(source, ledger.docs[big]) == "300.0 MiB is over the 50 MiB limit"
-    assert fetch_error(source, ledger.docs[zip_]) == "type application/zip is not in the MIME allow-list"
+    ref = ledger.docs[drawing]
+    assert (ref.parse_as, ref.skip_reason, ref.size) == ("Rack layout.pdf", None, None)
+    with source.fetch(ref) as path:
+        assert path.suffix == ".pdf" and path.read_bytes() == b"%PDF-1.4 drawing"
+    assert env.drive.downloads == [(drawing, "application/pdf")]
 
 
 def test_export_errors_and_missing_files_fail_that_file_only(env: Env) -> None:
@@ -360,7 +421,7 @@ def test_spec_needs_a_scope() -> None:
     from flows.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="at least one folder"):
-        GoogleDriveSpec().build(Database("sqlite:///unused.db"))
+        GoogleDriveSpec().build(Database("sqlite:///unused.db"), 2**20)
     assert GoogleDriveSpec(folder_ids=["x"]).kind == "gdrive"
     assert FOLDER not in GoogleDriveSpec().mime_allowlist
 

@@ -15,10 +15,12 @@ from flows.inference.batch_io import (
     OrderedEmitter,
     OutputWriter,
     error_output,
+    merge_retried,
     ok_output,
     parse_lines,
     read_input,
     repair_output,
+    retry_path,
 )
 
 
@@ -151,3 +153,21 @@ def test_inputs_and_outputs_that_are_no_regular_files_are_refused(tmp_path: Path
         repair_output(fifo, [])
     with pytest.raises(ConfigError, match="is not a regular file"):
         repair_output(tmp_path, [])
+
+
+def test_merging_a_retry_replaces_only_its_lines_in_place_and_merging_it_again_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    items = parse_lines([_line("a"), _line("b"), _line("c")])
+    with OutputWriter(out) as w:
+        for obj in (ok_output("a", {"n": 1}), error_output("b", 2, "http_error", "HTTP 500"), ok_output("c", {"n": 3})):
+            w.write(obj)
+    assert repair_output(out, items).failed_ids == {"b"}
+    answer = json.dumps(ok_output("b", {"n": 2})).encode() + b"\n"
+    retry_path(out).write_bytes(answer + b'{"id":"vllm-torn","custom_')  # the pass was killed mid-write
+    before = out.read_bytes().splitlines(keepends=True)
+    assert merge_retried(out, items) == 1
+    after = out.read_bytes().splitlines(keepends=True)
+    assert after == [before[0], answer, before[2]] and not retry_path(out).exists()
+    retry_path(out).write_bytes(answer)  # a crash after the rename, before the retry file was removed
+    assert merge_retried(out, items) == 1 and out.read_bytes().splitlines(keepends=True) == after
+    assert repair_output(out, items).failed_ids == set()

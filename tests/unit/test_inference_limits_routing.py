@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from flows.common.errors import ConfigError, ServiceUnavailable
-from flows.inference.engines import Outcome, is_outage, retry_delay, sampling_kwargs, usage_tokens
+from flows.inference.engines import Outcome, is_outage, retry_delay, sampling_kwargs
 from flows.inference.limits import RateLimiter
 from flows.inference.routing import Action, choose_endpoint, decide
+from flows.inference.usage import ModelUsage, Usage, add_usage, parse_cost, usage_of
 
 
 class FakeClock:
@@ -99,11 +100,26 @@ def test_retry_delay_honours_retry_after_and_backs_off() -> None:
 
 
 def test_usage_and_sampling_mapping() -> None:
-    assert usage_tokens({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}) == 7
-    assert usage_tokens({"usage": {"prompt_tokens": 3}}) == 3
-    assert usage_tokens({"data": []}) == 0
+    body = {"model": "qwen", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    assert usage_of(body, "0.25") == Usage("qwen", 3, 4, 7, 0.25)
+    assert usage_of({"usage": {"prompt_tokens": 3}}, None, "asked-for") == Usage("asked-for", 3, 0, 3, None)
+    assert usage_of({"data": []}).total_tokens == 0 and usage_of("not json").model == "unknown"
+    assert [parse_cost(h) for h in (None, "", "abc", "-1", "0", "1e-3")] == [None, None, None, None, 0.0, 0.001]
     kw = sampling_kwargs({"max_tokens": 5, "temperature": 0.0, "messages": [], "stop": None})
     assert kw == {"max_tokens": 5, "temperature": 0.0}
+
+
+def test_a_models_cost_is_known_only_when_every_response_reported_one() -> None:
+    per_model: dict[str, ModelUsage] = {}
+    add_usage(per_model, Usage("gw", 2, 3, 5, 0.5))
+    add_usage(per_model, Usage("gw", 1, 1, 2, 0.25))
+    add_usage(per_model, Usage("vllm", 4, 4, 8, None))
+    assert per_model["gw"].cost_known == 0.75 and per_model["gw"].cost_text() == "$0.750000"
+    assert per_model["vllm"].cost_known is None and per_model["vllm"].cost_text() == "unknown"
+    add_usage(per_model, Usage("gw", 1, 1, 2, None))
+    assert per_model["gw"].cost_known is None
+    assert per_model["gw"].cost_text() == "$0.750000 for 2 of 3 requests, rest unknown"
+    assert (per_model["gw"].requests, per_model["gw"].prompt_tokens, per_model["gw"].completion_tokens) == (3, 4, 5)
 
 
 def test_only_server_side_failures_trigger_the_failover() -> None:

@@ -31,6 +31,22 @@ def test_walk_lists_files_recursively_with_hash_versions(tmp_path: Path) -> None
     assert docs["a.txt"].size == 5
 
 
+def test_what_cannot_be_indexed_is_listed_with_the_reason_and_never_read(tmp_path: Path) -> None:
+    with open(tmp_path / "huge.pdf", "wb") as huge:
+        huge.truncate(3 * 2**20)  # sparse: no disk used
+    (tmp_path / "talk.mp3").write_bytes(b"ID3")
+    (tmp_path / "a.txt").write_text("alpha")
+    docs = {d.doc_id: d for d in LocalFolderSource(tmp_path, max_file_bytes=2**20).changes(None, {}).documents}
+    assert {i: d.skip_reason for i, d in docs.items()} == {
+        "huge.pdf": "file is 3.0 MB, over the 1 MB limit (max_file_mb)",
+        "talk.mp3": "unsupported file type .mp3 (audio)",
+        "a.txt": None,
+    }
+    # Versioned by size and mtime: their content is not read to hash it.
+    assert docs["huge.pdf"].version.startswith("stat:") and docs["talk.mp3"].version.startswith("stat:")
+    assert docs["a.txt"].version == content_hash(tmp_path / "a.txt")
+
+
 def test_unchanged_size_and_mtime_skip_rehashing(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("alpha")
@@ -116,7 +132,7 @@ def test_reads_stop_at_the_size_limit_and_never_open_a_pipe(tmp_path: Path) -> N
     assert content_hash(big, limit=5000) == content_hash(big)
     with pytest.raises(OSError, match="no longer a regular file"):
         content_hash(Path("/dev/zero"), limit=4096)
-    [ref] = LocalFolderSource(tmp_path, max_hash_bytes=4096).changes(None, {}).documents
+    [ref] = LocalFolderSource(tmp_path, max_file_bytes=4096).changes(None, {}).documents
     assert ref.version.startswith("stat:5000:")  # over the limit: versioned without reading
     # A named pipe put in place of a listed file is refused at fetch instead of blocking the reader.
     source = LocalFolderSource(tmp_path)

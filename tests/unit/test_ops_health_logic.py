@@ -64,7 +64,6 @@ def test_judges() -> None:
     assert j.judge_disk(100, 10)[0] == j.DEGRADED and j.judge_disk(100, 1)[0] == j.DOWN
     assert j.judge_gpus("")[0] == j.UNKNOWN
     assert j.judge_gpus("0, RTX, 5, 100, 1000, 50\n1, RTX, 5, 995, 1000, 50")[0] == j.DEGRADED
-    assert j.worst(["up", "degraded", "down"]) == "down" and j.worst([]) == "skipped"
     assert j.parse_redis_info("# Memory\r\nused_memory:12\r\nmaxmemory:0\r\n") == {
         "used_memory": "12",
         "maxmemory": "0",

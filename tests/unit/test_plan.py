@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from flows.rag.plan import LedgerEntry, known_documents, plan_sync
+from flows.rag.ledger import LedgerEntry
+from flows.rag.plan import known_documents, plan_sync
 from flows.rag.sources.base import ChangeSet, DocumentRef
 
 MODEL = "model-a"
@@ -24,6 +25,32 @@ def test_complete_listing_sorts_every_document() -> None:
     assert plan.removed == ["gone"]
     assert plan.unchanged == 1
     assert [r.doc_id for r in plan.to_ingest] == ["fresh", "edited"]
+
+
+def test_an_unchanged_version_is_planned_again_when_the_listing_judges_it_otherwise() -> None:
+    png, big = "unsupported file type .png (no parser)", "file is 3.0 MB, over the 1 MB limit (max_file_mb)"
+    cases = {  # doc_id: (recorded status, recorded reason, the listing's skip reason now, planned again?)
+        "now-readable.png": ("skipped", png, None, True),  # the parser reads PNG since
+        "limit-raised.pdf": ("skipped", "file is 3.0 MB, over the 1 MB limit", None, True),  # older wording too
+        "limit-lowered.pdf": ("indexed", None, big, True),
+        "allowed-again.txt": ("skipped", "type text/plain is not in the MIME allow-list", None, True),
+        "failed-now-too-big.pdf": ("failed", "cannot parse: corrupt PDF", big, True),
+        "other-limit.pdf": ("skipped", big, big.replace(" 1 MB", " 2 MB"), True),
+        "still-unreadable.png": ("skipped", png, png, False),
+        "encrypted.pdf": ("skipped", "encrypted PDF (password protected)", None, False),  # found by reading it
+        "still-corrupt.pdf": ("failed", "cannot parse: corrupt PDF", None, False),
+    }
+    entries = {
+        doc_id: LedgerEntry(doc_id, doc_id, doc_id, "v1", status, MODEL, 10, 1, reason)
+        for doc_id, (status, reason, _, _) in cases.items()
+    }
+    listing = [
+        DocumentRef(doc_id, doc_id, doc_id, None, "v1", 10, None, 1, skip_reason=skip)
+        for doc_id, (_, _, skip, _) in cases.items()
+    ]
+    plan = plan_sync(ChangeSet(listing), entries, MODEL)
+    assert {r.doc_id for r in plan.changed} == {doc_id for doc_id, case in cases.items() if case[3]}
+    assert plan.unchanged == 3
 
 
 def test_pending_documents_are_redone_after_a_crash() -> None:

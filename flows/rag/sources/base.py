@@ -25,7 +25,16 @@ class DocumentRef:
     size: int | None  # bytes; None when the source cannot tell (Google-native files)
     modified: str | None  # ISO-8601 UTC
     mtime_ns: int | None = None  # local files only: lets a re-walk skip re-hashing unchanged files
-    extra: Mapping[str, str] = field(default_factory=dict)  # source-specific hints (export MIME type, ...)
+    # The name the parser picks the format by, when it differs from ``name``: a Drive export ("Notes" ->
+    # "Notes.docx") or a Drive file named without its type's extension ("Q3 report" as a PDF).
+    parse_name: str | None = None
+    link: str | None = None  # where a reader opens the document (Drive's web view), shown with search hits
+    # Why it will not be indexed, decided by the source while listing (flows/rag/indexable.py): never fetched.
+    skip_reason: str | None = None
+
+    @property
+    def parse_as(self) -> str:
+        return self.parse_name or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +90,8 @@ class Source(Protocol):
         ...
 
     def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
-        """What changed since ``cursor`` (None: everything). ``known`` is the ledger's view."""
+        """What changed since ``cursor`` (None: everything). ``known`` is the ledger's view. Each listed document
+        carries its ``skip_reason`` from flows.rag.indexable.skip_reason (the pipeline fetches none that has one)."""
         ...
 
     def fetch(self, ref: DocumentRef) -> AbstractContextManager[Path]:

@@ -21,10 +21,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
+from blocks.gdrive import GoogleDriveCredentials
+from flows.common.blocks import block_name, resolve_block
 from flows.common.db import Database
 from flows.common.errors import ConfigError
+from flows.rag.indexable import listing_rules
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument
 from flows.rag.sources.gdrive_api import DriveApi, fetch_reason
 from flows.rag.sources.gdrive_client import (
@@ -33,7 +36,7 @@ from flows.rag.sources.gdrive_client import (
     DriveService,
     RetryPolicy,
 )
-from flows.rag.sources.gdrive_refs import DEFAULT_MIME_ALLOWLIST, to_ref
+from flows.rag.sources.gdrive_refs import EXPORTS, to_ref
 from flows.rag.sources.gdrive_store import GdriveStore
 from flows.rag.sources.gdrive_tree import (
     FOLDER,
@@ -55,27 +58,32 @@ class GoogleDriveSpec(BaseModel):
     kind: Literal["gdrive"] = "gdrive"
     folder_ids: list[str] = Field(default_factory=list, description="Folder ids, synced recursively")
     drive_ids: list[str] = Field(default_factory=list, description="Shared drive ids, synced whole")
-    credentials_block: str | None = Field(
-        default=None, description="Name of a saved GoogleDriveCredentials block (None: application default)"
+    credentials_block: GoogleDriveCredentials | str | None = Field(
+        default=None,
+        description="Saved GoogleDriveCredentials block (UI: pick one; CLI/prefect.yaml: its name);"
+        " empty: application default credentials",
     )
     mime_allowlist: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_MIME_ALLOWLIST),
-        description="MIME types to ingest (Google Docs/Slides/Sheets are exported); others are recorded",
+        default_factory=list,
+        description="Only these Drive MIME types are ingested, others recorded skipped (empty: every type a parser"
+        " reads; Google Docs, Slides, Sheets and Drawings are exported)",
     )
-    max_file_mb: float = Field(default=100.0, gt=0, description="Larger files are recorded as skipped")
     api_endpoint: str | None = Field(default=None, description="Override of the API URL (tests)")
     max_parallel_downloads: int = Field(default=4, ge=1, le=32, description="Concurrent downloads at most")
 
-    def build(self, db: Database) -> GoogleDriveSource:
+    def build(self, db: Database, max_file_bytes: int) -> GoogleDriveSource:
         if not self.folder_ids and not self.drive_ids:
             raise ConfigError("the Google Drive source needs at least one folder id or shared drive id")
-        return GoogleDriveSource(self, db, credentials=self._credentials())
+        return GoogleDriveSource(self, db, self._credentials(), max_file_bytes=max_file_bytes)
+
+    @field_serializer("credentials_block")
+    def _credentials_by_name(self, value: GoogleDriveCredentials | str | None) -> str | None:
+        # A dispatched batch gets the spec as parameters: the block's name, never its (masked) secrets.
+        return block_name(value)
 
     def _credentials(self) -> Any:
-        if self.credentials_block:
-            from blocks.gdrive import GoogleDriveCredentials
-
-            return GoogleDriveCredentials.load(self.credentials_block).get_credentials()
+        if block := resolve_block(GoogleDriveCredentials, self.credentials_block, "credentials_block"):
+            return block.get_credentials()
         if self.api_endpoint:
             from google.auth.credentials import AnonymousCredentials
 
@@ -89,13 +97,21 @@ class GoogleDriveSpec(BaseModel):
 class GoogleDriveSource:
     """Implements flows.rag.sources.base.Source for a Drive scope."""
 
-    def __init__(self, spec: GoogleDriveSpec, db: Database, credentials: Any, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        spec: GoogleDriveSpec,
+        db: Database,
+        credentials: Any,
+        retry: RetryPolicy | None = None,
+        max_file_bytes: int | None = None,  # RagConfig.max_file_mb; None: no limit
+    ) -> None:
         self.spec = spec
         self.api = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
         self._source_id = "gdrive:" + ",".join(sorted({*spec.folder_ids, *spec.drive_ids}))
         self.store = GdriveStore(db, self._source_id)
         self._allow = set(spec.mime_allowlist)
-        self._max_bytes = int(spec.max_file_mb * 2**20)
+        self._max_bytes = max_file_bytes
+        self._rules = listing_rules(max_file_bytes, self._allow)
         self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
 
     @property
@@ -183,7 +199,7 @@ class GoogleDriveSource:
         self._walk(tree, sorted(tree.roots), files)
         paths = tree.scope_paths()
         docs, rows = self._refs(tree, paths, files, None)
-        self.store.save(tree, token, rows, (), replace=True)
+        self.store.save(tree, token, rows, (), replace=True, rules=self._rules)
         return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
 
     def _apply_feed(self, tree: Tree, latest: dict[str, dict]) -> tuple[dict[str, dict | None], set[str], set[str]]:
@@ -288,27 +304,27 @@ class GoogleDriveSource:
                 candidates.add(file_id)  # its shortcut is gone or left the scope
         recorded = self.store.shortcut_of(sorted(candidates))
         removed = sorted(f for f in candidates if f not in docs and (f in known or f in recorded))
-        self.store.save(tree, token, rows, removed, replace=False)
+        self.store.save(tree, token, rows, removed, replace=False, rules=self._rules)
         return ChangeSet(documents=list(docs.values()), removed=removed, complete=False, next_cursor=token)
 
     # -- Source protocol ---------------------------------------------------------------------------
 
     def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
-        if cursor is not None and cursor == self.store.tree_token():
+        if cursor is not None and cursor != self.store.tree_token():
+            log.warning("stored Drive tree does not match the cursor (interrupted run?): listing in full")
+        elif cursor is not None and self.store.listing_rules() != self._rules:
+            # The change feed reports only files that changed: the others are judged anew by a full listing.
+            log.info("what can be indexed changed (formats, max_file_mb or mime_allowlist): listing in full")
+        elif cursor is not None:
             result = self._incremental(cursor, known)
             if result is not None:
                 return result
-        elif cursor is not None:
-            log.warning("stored Drive tree does not match the cursor (interrupted run?): listing in full")
         return self._full()
 
     @contextlib.contextmanager
     def fetch(self, ref: DocumentRef) -> Iterator[Path]:
-        reason = ref.extra.get("skip_reason")
-        if reason:
-            raise FetchError(reason)
-        export_mime = ref.extra.get("export_mime")
-        suffix = ref.extra.get("export_extension") or Path(ref.name).suffix or ".bin"
+        export_mime = EXPORTS[ref.mime_type][0] if ref.mime_type in EXPORTS else None
+        suffix = Path(ref.parse_as).suffix or ".bin"
         fd, name = tempfile.mkstemp(prefix="gdrive-", suffix=suffix)
         path = Path(name)
         try:

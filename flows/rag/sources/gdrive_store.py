@@ -21,6 +21,8 @@ MIGRATIONS = [
     "CREATE TABLE gdrive_files (source_id TEXT NOT NULL, file_id TEXT NOT NULL, parent_id TEXT NOT NULL,"
     " shortcut_id TEXT, PRIMARY KEY (source_id, file_id))",
     "CREATE INDEX gdrive_files_parent ON gdrive_files (source_id, parent_id)",
+    # What the stored listing's skip reasons were decided by (flows/rag/indexable.py listing_rules).
+    "ALTER TABLE gdrive_state ADD COLUMN listing_rules TEXT",
 ]
 
 _CHUNK = 5000
@@ -50,6 +52,13 @@ class GdriveStore:
     def tree_token(self) -> str | None:
         with self.db.connect() as conn:
             row = conn.execute("SELECT tree_token FROM gdrive_state WHERE source_id = %s", (self.source_id,)).fetchone()
+        return row[0] if row else None
+
+    def listing_rules(self) -> str | None:
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT listing_rules FROM gdrive_state WHERE source_id = %s", (self.source_id,)
+            ).fetchone()
         return row[0] if row else None
 
     def load_tree(self) -> Tree:
@@ -104,8 +113,10 @@ class GdriveStore:
         files: list[tuple[str, str, str | None]],
         removed: Iterable[str],
         replace: bool,
+        rules: str,
     ) -> None:
-        """Persist the tree and the file rows, and mark them as matching ``token`` — one transaction."""
+        """Persist the tree and the file rows, and mark them as matching ``token`` and judged by ``rules`` — one
+        transaction."""
         sid = self.source_id
         with self.db.connect() as conn:
             if replace:
@@ -143,11 +154,11 @@ class GdriveStore:
             for chunk in _chunks(files):
                 conn.executemany(upsert_file, [(sid, *row) for row in chunk])
             conn.execute(
-                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, updated_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
+                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, listing_rules, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
                 " tree_token = excluded.tree_token, roots_json = excluded.roots_json,"
-                " updated_at = excluded.updated_at",
-                (sid, token, json.dumps(tree.roots, sort_keys=True), utc_now()),
+                " listing_rules = excluded.listing_rules, updated_at = excluded.updated_at",
+                (sid, token, json.dumps(tree.roots, sort_keys=True), rules, utc_now()),
             )
         tree.dirty.clear()
         tree.deleted.clear()

@@ -22,6 +22,7 @@ from typing import BinaryIO, Literal
 from pydantic import BaseModel, Field
 
 from flows.common.errors import ConfigError
+from flows.rag.indexable import parse_name, skip_reason
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument, ListingProblem
 
 _HASH_BLOCK = 1 << 20
@@ -42,7 +43,7 @@ class LocalFolderSpec(BaseModel):
         """One line, before any work, when the folder is missing on this node."""
         folder_root(Path(self.path))
 
-    def build(self, db: object = None, max_file_bytes: int | None = None) -> LocalFolderSource:
+    def build(self, db: object, max_file_bytes: int) -> LocalFolderSource:
         return LocalFolderSource(Path(self.path), max_file_bytes, self.follow_links)
 
 
@@ -91,10 +92,9 @@ def _regular(doc_id: str, info: os.stat_result) -> _Listed | ListingProblem:
 
 
 class LocalFolderSource:
-    def __init__(self, root: Path, max_hash_bytes: int | None = None, follow_links: bool = True) -> None:
+    def __init__(self, root: Path, max_file_bytes: int | None = None, follow_links: bool = True) -> None:
         self.root = folder_root(root)
-        # Files above this size are versioned by size+mtime (the ingest skips them), and no read goes past it.
-        self.max_hash_bytes = max_hash_bytes
+        self.max_file_bytes = max_file_bytes  # RagConfig.max_file_mb; None: no limit
         self.follow_links = follow_links
 
     @property
@@ -145,13 +145,13 @@ class LocalFolderSource:
             return ListingProblem(doc_id, "symlink to a folder: not followed", unseen=False)
         return _regular(doc_id, info)
 
-    def _version(self, path: Path, size: int, mtime_ns: int, known: KnownDocument | None) -> str:
+    def _version(self, path: Path, size: int, mtime_ns: int, known: KnownDocument | None, skipped: bool) -> str:
         if known and known.size == size and known.mtime_ns == mtime_ns:
             return known.version  # unchanged since last walk: no need to read it again
         by_stat = f"stat:{size}:{mtime_ns}"
-        if self.max_hash_bytes is not None and size > self.max_hash_bytes:
+        if skipped:  # not indexable (its type, its size): never read, versioned by size+mtime
             return by_stat
-        return content_hash(path, self.max_hash_bytes) or by_stat
+        return content_hash(path, self.max_file_bytes) or by_stat
 
     def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
         documents: list[DocumentRef] = []
@@ -163,8 +163,11 @@ class LocalFolderSource:
             doc_id, info = item
             path = self.root / doc_id
             size, mtime_ns = (info.st_size, info.st_mtime_ns) if info else (0, 0)
+            mime_type = mimetypes.guess_type(path.name)[0]
+            parse_as = parse_name(path.name, mime_type)
+            skip = skip_reason(parse_as or path.name, mime_type, size if info else None, self.max_file_bytes)
             try:
-                version = self._version(path, size, mtime_ns, known.get(doc_id)) if info else _BROKEN_LINK
+                version = self._version(path, size, mtime_ns, known.get(doc_id), bool(skip)) if info else _BROKEN_LINK
             except OSError as exc:  # listed but unreadable now: its last known state stands
                 problems.append(ListingProblem(doc_id, f"cannot read: {_reason(exc)}", unseen=True))
                 continue
@@ -173,11 +176,13 @@ class LocalFolderSource:
                     doc_id=doc_id,
                     name=path.name,
                     path=doc_id,
-                    mime_type=mimetypes.guess_type(path.name)[0],
+                    mime_type=mime_type,
                     version=version,
                     size=size,
                     modified=datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat() if info else None,
                     mtime_ns=mtime_ns,
+                    parse_name=parse_as,
+                    skip_reason=skip,
                 )
             )
         return ChangeSet(documents=documents, complete=True, problems=problems)

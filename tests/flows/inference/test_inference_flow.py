@@ -11,11 +11,11 @@ from prefect.client.orchestration import get_client
 
 from blocks import OpenAICompatibleEndpoint, PostgresLedger
 from flows.common.errors import ConfigError, ServiceUnavailable
+from flows.inference.batch_inference import batch_inference
 from flows.inference.batch_io import read_input
 from flows.inference.engines import VllmEngine
-from flows.inference.ledger import get_job, open_ledger
+from flows.inference.ledger import open_ledger
 from flows.inference.runner import run_batch
-from flows.inference.vllm_batch import batch_inference
 from testkit.inference_openai_server import run_fake_openai
 
 
@@ -35,12 +35,32 @@ def write_batch(path: Path, n: int, extra: list[str] | None = None) -> Path:
     return path
 
 
-async def _artifact_keys() -> set[str]:
+JOB_COLUMNS = ("status", "ok", "failed", "endpoint", "tokens", "finished_at")
+
+
+def job_row(ledger: str, job_id: str) -> dict[str, object]:
+    with open_ledger(ledger).connect() as conn:
+        row = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM inference_jobs WHERE job_id = %s", (job_id,))
+        return dict(zip(JOB_COLUMNS, row.fetchone(), strict=True))
+
+
+def usage_rows(ledger: str, job_id: str) -> list[tuple[object, ...]]:
+    with open_ledger(ledger).connect() as conn:
+        return conn.execute(
+            "SELECT model, requests, prompt_tokens, completion_tokens, priced_requests, cost_usd"
+            " FROM inference_job_usage WHERE job_id = %s ORDER BY model",
+            (job_id,),
+        ).fetchall()
+
+
+async def _artifacts(job_id: str) -> dict[str, object]:
+    """The latest artifact of each key whose description names ``job_id``."""
     async with get_client() as client:
-        return {a.key for a in await client.read_artifacts() if a.key}
+        found = [a for a in await client.read_artifacts() if a.key and job_id in (a.description or "")]
+    return {a.key: a for a in sorted(found, key=lambda a: a.created)}
 
 
-def test_flow_records_the_job_and_writes_artifacts(ledger_url: str, tmp_path: Path) -> None:
+def test_flow_records_the_job_its_tokens_per_model_and_writes_artifacts(ledger_url: str, tmp_path: Path) -> None:
     inp = write_batch(tmp_path / "in.jsonl", 10, ["{oops"])
     out = tmp_path / "out.jsonl"
     with run_fake_openai() as primary:
@@ -49,16 +69,29 @@ def test_flow_records_the_job_and_writes_artifacts(ledger_url: str, tmp_path: Pa
         )
     assert result["status"] == "completed_with_errors"
     assert (result["ok"], result["failed"], result["skipped"]) == (10, 1, 0)
-    job = get_job(open_ledger(ledger_url), result["job_id"])
-    assert job is not None
-    assert (job["status"], job["ok"], job["failed"], job["endpoint"]) == (
-        "completed_with_errors",
-        10,
-        1,
-        primary.url,
-    )
+    job = job_row(ledger_url, result["job_id"])
+    assert (job["status"], job["ok"], job["failed"], job["endpoint"]) == ("completed_with_errors", 10, 1, primary.url)
     assert job["tokens"] == result["tokens"] > 0 and job["finished_at"]
-    assert {"batch-inference-progress", "batch-inference-summary"} <= asyncio.run(_artifact_keys())
+    # The fake answers "echo: hello <i>": 2 prompt and 3 completion tokens per line; vLLM reports no cost.
+    assert usage_rows(ledger_url, result["job_id"]) == [("m", 10, 20, 30, 0, None)]
+    artifacts = asyncio.run(_artifacts(result["job_id"]))
+    assert artifacts["batch-inference-progress"].data == 100.0
+    summary = artifacts["batch-inference-summary"].data
+    assert "| ok | 10 |" in summary and "| failed | 1 |" in summary and "| invalid_json | 1 |" in summary
+    assert "| m | 10 | 20 | 30 | unknown |" in summary
+
+
+def test_the_cost_the_gateway_reports_is_stored_per_model(tmp_path: Path) -> None:
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    inp = write_batch(tmp_path / "in.jsonl", 4)
+    with run_fake_openai() as gateway:
+        gateway.response_cost = "0.00125"
+        result = batch_inference(
+            str(inp), str(tmp_path / "out.jsonl"), base_url=gateway.url, model="gw", ledger_url=ledger
+        )
+    assert usage_rows(ledger, result["job_id"]) == [("gw", 4, 8, 12, 4, pytest.approx(0.005))]
+    summary = asyncio.run(_artifacts(result["job_id"]))["batch-inference-summary"].data
+    assert "| gw | 4 | 8 | 12 | $0.005000 |" in summary
 
 
 def test_flow_routes_to_the_gateway_when_vllm_is_down(tmp_path: Path) -> None:
@@ -156,8 +189,7 @@ def test_an_endpoint_block_gives_url_key_and_model_and_wins_over_the_plain_param
         assert {body["model"] for _, body in vllm.requests} == {"blocky-model"}
         assert vllm.auth == ["Bearer vllm-token"] * 4
     assert (result["ok"], result["endpoint"]) == (4, vllm.url)
-    job = get_job(open_ledger(pg_ledger_url), result["job_id"])  # the job row is in the block's database
-    assert job is not None and job["endpoint"] == vllm.url
+    assert job_row(pg_ledger_url, result["job_id"])["endpoint"] == vllm.url  # the job row is in the block's database
     assert not unused.exists()
 
 

@@ -1,5 +1,5 @@
 """The batch runner and HTTP engine against a local OpenAI-compatible server: order, retries, bad
-lines, resume after SIGKILL."""
+lines, resume after SIGKILL, failed lines sent again on request."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.inference.batch_io import retry_path
 from flows.inference.engines import HttpEngine, HttpSettings
 from flows.inference.runner import run_batch
 from testkit.inference_openai_server import FakeOpenAIState, run_fake_openai
@@ -155,3 +156,68 @@ def test_resume_after_sigkill_writes_each_custom_id_exactly_once(server: FakeOpe
     assert [r["custom_id"] for r in rows] == [f"id-{i:03d}" for i in range(n)]
     assert all(r["error"] is None for r in rows)
     assert f"skipped={written}" in rerun.stdout or f"skipped={written - 1}" in rerun.stdout
+
+
+def sent_ids(server: FakeOpenAIState) -> list[str]:
+    """The question each request asked (chat_line's text is the custom_id's number)."""
+    return [body["messages"][-1]["content"] for _, body in server.requests]
+
+
+def failing_once(server: FakeOpenAIState, texts: set[str]) -> None:
+    """Answer 400 to these questions until the test clears ``server.reject``."""
+    server.reject = lambda body: 400 if body["messages"][-1]["content"] in texts else None
+
+
+def test_retry_failed_resends_exactly_the_failed_lines_in_place(server: FakeOpenAIState, tmp_path: Path) -> None:
+    inp = write_input(tmp_path / "in.jsonl", [chat_line(f"c{i}", f"q{i}") for i in range(12)] + ["{bad"])
+    out = tmp_path / "out.jsonl"
+    failing_once(server, {"q2", "q5", "q9"})
+    first = run_batch(inp, out, engine(server.url), chunk_size=5)
+    assert (first.ok, first.failed) == (9, 4)
+    before = out.read_text().splitlines()
+    server.reject, server.requests = None, []
+    plain = run_batch(inp, out, engine(server.url))  # without retry_failed an error is an answer too
+    assert server.requests == [] and plain.skipped == 13 and out.read_text().splitlines() == before
+    stats = run_batch(inp, out, engine(server.url, concurrency=3), chunk_size=2, retry_failed=True)
+    assert sorted(sent_ids(server)) == ["q2", "q5", "q9"]  # the successful lines were not sent again
+    assert (stats.retried, stats.ok, stats.failed, stats.skipped) == (3, 3, 0, 10)
+    after = out.read_text().splitlines()
+    rows = [json.loads(x) for x in after]
+    assert [r["custom_id"] for r in rows] == [f"c{i}" for i in range(12)] + [None]  # input order, each id once
+    assert [i for i, r in enumerate(rows) if r["error"]] == [12]  # only the bad input line: it was never sent
+    assert [a for a, b in zip(after, before, strict=True) if a != b] == [after[2], after[5], after[9]]
+    assert not retry_path(out).exists()
+
+
+@pytest.mark.slow
+def test_a_retry_killed_midway_loses_nothing_and_resends_only_what_is_left(
+    server: FakeOpenAIState, tmp_path: Path
+) -> None:
+    n = 40
+    inp = write_input(tmp_path / "in.jsonl", [chat_line(f"id-{i:02d}", f"q{i}") for i in range(n)])
+    out = tmp_path / "out.jsonl"
+    failing = {f"q{i}" for i in range(0, n, 2)}
+    failing_once(server, failing)
+    run_batch(inp, out, engine(server.url))
+    before = out.read_bytes()
+    server.reject, server.requests, server.delay_s = None, [], 0.05
+    cmd = [sys.executable, "-m", "flows.inference.runner", "--input", str(inp), "--output", str(out)]
+    cmd += ["--base-url", server.url, "--concurrency", "1", "--chunk-size", "2", "--retry-failed"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    side = retry_path(out)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not side.exists() or len(side.read_bytes().splitlines()) < 4):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    answered = side.read_bytes().count(b"\n")  # complete lines: a torn last one is cut on resume
+    assert 4 <= answered < len(failing), "the retry must be killed mid-way"
+    assert out.read_bytes() == before  # the output is replaced only once the retry pass is complete
+    server.requests, server.delay_s = [], 0.0
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(server.requests) == len(failing) - answered  # what the killed pass got is kept, not re-sent
+    rows = read_output(out)
+    assert [r["custom_id"] for r in rows] == [f"id-{i:02d}" for i in range(n)]
+    assert all(r["error"] is None for r in rows) and not side.exists()

@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 from prefect.artifacts import Artifact
+from prefect.exceptions import ParameterTypeError
 from qdrant_client import QdrantClient, models
 
 from blocks import PostgresLedger, QdrantConnection, RedisServer
@@ -131,7 +132,7 @@ def test_failures_are_loud_recorded_and_never_prune_good_backups(
 
 
 def test_bad_parameters_fail_fast(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="qdrant_mode"):
+    with pytest.raises(ParameterTypeError, match="qdrant_mode"):  # a choice in the form now
         backup(backup_dir=str(tmp_path), qdrant_mode="rsync")
     with pytest.raises(ConfigError, match="no backup 'nope'"):
         restore("nope", ledger_url=f"sqlite:///{tmp_path / 'l.db'}")

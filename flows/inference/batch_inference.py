@@ -3,12 +3,15 @@
 Pool: starlord (the RTX 4090 with vLLM). Reads the input JSONL (``custom_id``, ``method``, ``url``,
 ``body`` for /v1/chat/completions, /v1/completions, /v1/embeddings) and appends one output line per
 input line, in input order, to ``output_path``. Engines: ``http`` (vLLM's server or the LiteLLM gateway,
-bounded concurrency, retries, rate limits) or ``vllm`` (in-process ``vllm.LLM`` holding ``gpu:starlord``).
+bounded concurrency, retries, rate limits) or ``vllm`` (in-process ``vllm.LLM``). Work on this node's GPU
+(the vLLM server, or vLLM in-process) holds the node's GPU slot (``SWARM_GPU_SLOT``: ``gpu:starlord``).
 When the vLLM server is down the run waits, fails, or routes to the gateway (``on_primary_down``).
-Writes a progress artifact, a summary artifact and one row per run in the ledger (``inference_jobs``).
+Writes a progress artifact, a summary artifact (counts, tokens and cost per model) and one row per run in the
+ledger (``inference_jobs``, ``inference_job_usage``).
 
-Safe to re-run: a re-run repairs a torn last output line and skips every custom_id already written.
-A file with duplicate custom_ids is refused before anything is sent.
+Safe to re-run: a re-run repairs a torn last output line and skips every custom_id already written; with
+``retry_failed`` it sends the lines whose answer was an error again, in place. A file with duplicate
+custom_ids is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
+from blocks.llm import OpenAICompatibleEndpoint
+from blocks.postgres import PostgresLedger
 from flows.common.blocks import resolve_ledger_url
 from flows.common.errors import ConfigError, SwarmError
+from flows.common.gpu import gpu_section, node_gpu_slot
 from flows.common.redact import refuse_password
 from flows.inference.batch_io import read_input
 from flows.inference.endpoints import resolve_endpoint
@@ -29,8 +35,7 @@ from flows.inference.ledger import finish_job, open_ledger, start_job
 from flows.inference.paths import batch_roots, confine
 from flows.inference.routing import choose_endpoint
 from flows.inference.runner import BatchStats, run_batch
-
-GPU_SLOT = "gpu:starlord"
+from flows.inference.usage import usage_rows
 
 
 def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: BatchStats, output: str) -> str:
@@ -39,6 +44,7 @@ def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: Batc
         ("ok", stats.ok),
         ("failed", stats.failed),
         ("skipped (done earlier)", stats.skipped),
+        ("retried (failed earlier)", stats.retried),
         ("tokens", stats.tokens),
         ("duration", f"{stats.elapsed_s:.1f} s"),
         ("throughput", f"{stats.requests_per_s:.2f} req/s, {stats.tokens_per_s:.1f} tokens/s"),
@@ -52,6 +58,9 @@ def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: Batc
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
     ]
+    if stats.usage:
+        lines += ["", "| model | requests | prompt tokens | completion tokens | cost |", "|---|---|---|---|---|"]
+        lines += usage_rows(stats.usage)
     if stats.error_codes:
         lines += ["", "| error | lines |", "|---|---|"]
         lines += [f"| {code} | {n} |" for code, n in sorted(stats.error_codes.items())]
@@ -81,17 +90,40 @@ def batch_inference(
     vllm_kwargs: dict[str, Any] | None = None,
     progress_every: int = 100,
     ledger_url: str | None = None,
-    endpoint_block: str | None = None,
-    fallback_block: str | None = None,
-    ledger_block: str | None = None,
+    endpoint_block: OpenAICompatibleEndpoint | str | None = None,
+    fallback_block: OpenAICompatibleEndpoint | str | None = None,
+    ledger_block: PostgresLedger | str | None = None,
+    retry_failed: bool = False,
 ) -> dict[str, Any]:
-    """Run the batch; returns the counts. ``model`` fills bodies that name none (and is the vLLM model).
+    """Run an OpenAI Batch JSONL file through vLLM (or the LiteLLM gateway); returns the counts.
 
-    ``endpoint_block`` / ``fallback_block`` name saved OpenAICompatibleEndpoint blocks that win over
-    ``base_url`` + ``api_key_env`` / ``fallback_url`` + ``fallback_api_key_env``; the chat_model of the one
-    the run starts on is the default ``model`` (engine http). ``ledger_block`` (PostgresLedger) wins over
-    ``ledger_url``. Both paths must lie under the node's data folder (relative paths are taken from there) or
-    a folder of ``SWARM_BATCH_ROOTS``; an existing output that no run of this batch wrote is refused."""
+    Args:
+        input_path: Batch input (JSONL), under the node's data folder (relative paths start there) or SWARM_BATCH_ROOTS.
+        output_path: Where the answers go, one line per input line in input order; a re-run resumes it.
+        engine: http: vLLM's server (or the gateway) over HTTP; vllm: vllm.LLM in this process (vllm extra).
+        base_url: vLLM server root (no /v1), when endpoint_block is not given.
+        fallback_url: LiteLLM gateway root (no /v1) for on_primary_down=fallback, when fallback_block is not given.
+        api_key_env: Name of the environment variable holding base_url's API key (never the key itself).
+        fallback_api_key_env: Name of the environment variable holding fallback_url's API key.
+        model: Model for request bodies that name none (engine vllm: the model to load); default: the block's.
+        on_primary_down: When vLLM's health check fails: wait (up to max_wait_s), fail at once, or fallback.
+        max_wait_s: Seconds to wait for vLLM to come back before failing (wait) or falling back (fallback).
+        poll_s: Seconds between health checks while waiting.
+        health_path: vLLM's health endpoint, relative to the server root.
+        concurrency: Requests in flight at once (engine http).
+        chunk_size: Lines per chunk (one vllm.LLM call, or one progress step).
+        timeout_s: Seconds one HTTP request may take before it counts as a timeout (and is retried).
+        max_retries: Retries per request on 429, 5xx and timeouts (with backoff and Retry-After).
+        requests_per_minute: Request rate limit; empty: none.
+        tokens_per_hour: Token rate limit (from the responses' usage); empty: none.
+        vllm_kwargs: Extra vllm.LLM arguments (engine vllm), e.g. {"gpu_memory_utilization": 0.8}.
+        progress_every: Lines between progress artifact updates and log lines.
+        ledger_url: Ledger database (postgresql://...) when ledger_block is not given; default: the node's.
+        endpoint_block: Saved OpenAICompatibleEndpoint block for vLLM (UI: pick one; CLI: its name); wins over base_url.
+        fallback_block: Saved OpenAICompatibleEndpoint block for the gateway (UI: pick one); wins over fallback_url.
+        ledger_block: Saved PostgresLedger block (UI: pick one; CLI/prefect.yaml: its name); wins over ledger_url.
+        retry_failed: Also send again the lines whose answer in output_path is an error (they are replaced in place).
+    """
     logger = get_run_logger()
     roots = batch_roots()
     inp, out = confine(input_path, roots, "input_path"), confine(output_path, roots, "output_path")
@@ -124,11 +156,12 @@ def batch_inference(
             if not model:
                 raise ConfigError("engine 'vllm' needs model= (a model name or local path)")
             vllm_engine: Engine = VllmEngine(model, vllm_kwargs)  # clear error here if vllm is missing
-            from prefect.concurrency.sync import concurrency as gpu_slot
-
-            # strict: a missing limit must fail the run, not silently drop the GPU guard.
-            with gpu_slot(GPU_SLOT, occupy=1, strict=True):
-                stats = run_batch(inp, out, vllm_engine, chunk_size, on_progress, items=items)
+            if (slot := node_gpu_slot()) is None:
+                raise ConfigError(
+                    "engine 'vllm' runs on this node's GPU, but the node names no GPU slot (SWARM_GPU_SLOT)"
+                )
+            with gpu_section(slot):
+                stats = run_batch(inp, out, vllm_engine, chunk_size, on_progress, items, retry_failed)
         elif engine == "http":
             if primary is None:
                 raise ConfigError("engine 'http' needs base_url or endpoint_block")
@@ -158,7 +191,9 @@ def batch_inference(
                 fallback_api_key=fail_over.api_key if fail_over else None,
             )
             http_engine = HttpEngine(settings)
-            stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items=items)
+            # vLLM's server on this node is GPU work; a batch sent to the gateway is not.
+            with gpu_section(node_gpu_slot() if used is primary else None):
+                stats = run_batch(inp, out, http_engine, chunk_size, on_progress, items, retry_failed)
             if http_engine.failed_over and fallback is not None:
                 logger.warning(
                     "%s failed mid-run; %d requests went to the gateway %s",
@@ -170,17 +205,17 @@ def batch_inference(
         else:
             raise ConfigError(f"engine must be 'http' or 'vllm', got {engine!r}")
     except SwarmError as exc:
-        finish_job(db, job_id, "failed", stats.as_dict(), endpoint, str(exc))
+        finish_job(db, job_id, "failed", stats.as_dict(), endpoint, str(exc), stats.usage)
         raise
     except BaseException as exc:
-        finish_job(db, job_id, "crashed", stats.as_dict(), endpoint, f"{type(exc).__name__}: {exc}")
+        finish_job(db, job_id, "crashed", stats.as_dict(), endpoint, f"{type(exc).__name__}: {exc}", stats.usage)
         raise
     update_progress_artifact(progress_id, 100.0)
     status = "completed" if stats.failed == 0 else "completed_with_errors"
-    finish_job(db, job_id, status, stats.as_dict(), endpoint)
+    finish_job(db, job_id, status, stats.as_dict(), endpoint, usage=stats.usage)
     create_markdown_artifact(
         summary_markdown(job_id, engine, endpoint, stats, str(out)),
         key="batch-inference-summary",
-        description=f"{job_id}: {stats.ok} ok, {stats.failed} failed, {stats.skipped} skipped",
+        description=f"{job_id}: {stats.ok} ok, {stats.failed} failed, {stats.skipped} skipped, {stats.retried} retried",
     )
     return {"job_id": job_id, "status": status, "endpoint": endpoint, **stats.as_dict()}

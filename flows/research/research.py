@@ -18,14 +18,15 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from blocks.llm import OpenAICompatibleEndpoint
+from blocks.postgres import PostgresLedger
 from blocks.searxng import SearxngServer
-from flows.common.blocks import data_dir, load_block, resolve_ledger_url
+from flows.common.blocks import data_dir, resolve_block, resolve_ledger_url
 from flows.common.errors import SwarmError
 from flows.research.local_context import retrieve_local_context, write_context_files
 from flows.research.reports import (
@@ -41,6 +42,17 @@ from flows.research.reports import (
     summary_markdown,
 )
 
+# gpt-researcher 0.15.1's ReportType values.
+ReportType = Literal[
+    "research_report",
+    "resource_report",
+    "outline_report",
+    "custom_report",
+    "detailed_report",
+    "subtopic_report",
+    "deep",
+]
+
 
 @flow(name="research", log_prints=True)
 def research(
@@ -53,7 +65,7 @@ def research(
     embedding_model: str = "embeddings",
     searx_url: str = "http://127.0.0.1:8080",
     concurrency: int = 2,
-    report_type: str = "research_report",
+    report_type: ReportType = "research_report",
     max_iterations: int = 3,
     max_subtopics: int = 3,
     total_words: int = 1200,
@@ -63,24 +75,47 @@ def research(
     ledger_url: str | None = None,
     local_context_k: int = 6,
     rag_config: dict[str, Any] | None = None,
-    llm_block: str | None = None,
-    searxng_block: str | None = None,
-    ledger_block: str | None = None,
+    llm_block: OpenAICompatibleEndpoint | str | None = None,
+    searxng_block: SearxngServer | str | None = None,
+    ledger_block: PostgresLedger | str | None = None,
 ) -> dict[str, Any]:
     """Research each query; returns per-query status, file and cost. Model names are the gateway's.
 
-    ``local_context_k`` > 0 adds that many chunks of the project's own collection (``rag_config``: RagConfig
-    overrides, else the node's SWARM_* settings) to each query's web research ("hybrid"); 0 is web only.
-    Saved blocks win over the plain parameters: ``llm_block`` (OpenAICompatibleEndpoint: base_url, api key,
-    chat_model as ``fast_llm``, embedding_model if set), ``searxng_block`` (SearxngServer: ``searx_url``),
-    ``ledger_block`` (PostgresLedger: ``ledger_url``)."""
+    Saved blocks win over the plain parameters they stand for.
+
+    Args:
+        queries: One query, or a list of them; each becomes its own report.
+        llm_base_url: OpenAI-compatible base URL of the LiteLLM gateway.
+        llm_api_key_env: Name of the node's environment variable holding the gateway key (never the key itself).
+        fast_llm: Gateway model name for gpt-researcher's fast LLM.
+        smart_llm: Gateway model name for the smart LLM; empty: the fast one.
+        strategic_llm: Gateway model name for the strategic LLM; empty: the smart one.
+        embedding_model: Gateway model name of the embeddings gpt-researcher uses.
+        searx_url: Base URL of SearXNG (its JSON API is gpt-researcher's web retriever).
+        concurrency: Queries researched at once (one gpt-researcher process each).
+        report_type: gpt-researcher's kind of report.
+        max_iterations: gpt-researcher's research iterations per query.
+        max_subtopics: Subtopics of a detailed report.
+        total_words: Target length of each report, in words.
+        timeout_s: A query still running after this many seconds fails (the others go on).
+        gptr_python: Interpreter of gpt-researcher's own venv; empty: SWARM_GPTR_PYTHON.
+        output_dir: Folder of the report files; empty: <data dir>/research.
+        ledger_url: Ledger database URL without a password; empty: the node's ledger (block, SWARM_LEDGER_URL or
+            the embedded SQLite file).
+        local_context_k: Chunks of the project's own collection added to each query's web research; 0: web only.
+        rag_config: RAG settings for that local context (RagConfig fields); empty: the node's SWARM_* settings.
+        llm_block: Saved OpenAICompatibleEndpoint block (UI: pick one; CLI/prefect.yaml: its name): base URL,
+            key, chat model as fast_llm and its embedding model; wins over the plain LLM parameters.
+        searxng_block: Saved SearxngServer block (or its name); wins over searx_url.
+        ledger_block: Saved PostgresLedger block (or its name); wins over ledger_url.
+    """
     logger = get_run_logger()
     todo = normalise_queries(queries)
     api_key = os.environ.get(llm_api_key_env) if llm_api_key_env else None
-    if llm := load_block(OpenAICompatibleEndpoint, llm_block, "llm_block"):
+    if llm := resolve_block(OpenAICompatibleEndpoint, llm_block, "llm_block"):
         llm_base_url, api_key, fast_llm = llm.base_url, llm.api_key_value(), llm.chat_model
         embedding_model = llm.embedding_model or embedding_model
-    if searx := load_block(SearxngServer, searxng_block, "searxng_block"):
+    if searx := resolve_block(SearxngServer, searxng_block, "searxng_block"):
         searx_url = searx.url
     ledger = resolve_ledger_url(ledger_block, ledger_url)
     python = check_interpreter(gptr_python or os.environ.get("SWARM_GPTR_PYTHON"))

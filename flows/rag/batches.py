@@ -1,8 +1,10 @@
-"""Sending rag-sync's batches to the ingest-batch deployment on another node (thanos), a bounded number
-at a time, and waiting for all of them.
+"""rag-sync's batch jobs, and sending them to the ingest-batch deployment on another node (thanos).
 
-The window logic is plain code over two callables (start a child run, read child states), so it is tested
-without a server; ``deployment_runner`` binds them to Prefect's ``run_deployment`` and client.
+A sync's plan becomes the same jobs however it runs them (``plan_jobs``): the first job also carries the removals
+and renames, and every job ends with the publish step, so whichever finishes the re-embedding swaps the alias.
+rag-sync runs them in its own run or as runs of a deployment, a bounded number at a time. The window logic is
+plain code over two callables (start a child run, read child states), so it is tested without a server;
+``deployment_runner`` binds them to Prefect's ``run_deployment`` and client.
 """
 
 from __future__ import annotations
@@ -15,17 +17,35 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from flows.common.db import Database
 from flows.common.errors import ConfigError, SwarmError
-from flows.rag.sources.base import DocumentRef
+from flows.rag.plan import SyncPlan
+from flows.rag.sources.base import DocumentRef, iter_batches
 
 
 @dataclass(frozen=True)
 class BatchJob:
+    """One batch of a sync: documents to ingest, and (the first batch only) removals and renames to apply."""
+
     label: str
-    parameters: dict[str, Any]
-    key: str  # idempotency key of the child run
-    doc_ids: tuple[str, ...]
+    documents: tuple[DocumentRef, ...]
+    removed: tuple[str, ...] = ()
+    refreshed: tuple[DocumentRef, ...] = ()
+
+    @property
+    def doc_ids(self) -> set[str]:
+        return {ref.doc_id for ref in self.documents}
+
+
+def plan_jobs(plan: SyncPlan, batch_files: int, publish_pending: bool) -> list[BatchJob]:
+    """The sync's jobs, ``batch_files`` documents each. With nothing to ingest, one empty job still applies the
+    removals and renames, or publishes a model change left unpublished; with nothing at all, no job."""
+    batches = list(iter_batches(plan.to_ingest, batch_files))
+    if not batches and (plan.has_work or publish_pending):
+        batches = [[]]
+    return [
+        BatchJob(f"{number:04d}", tuple(batch), *((tuple(plan.removed), tuple(plan.refreshed)) if number == 1 else ()))
+        for number, batch in enumerate(batches, start=1)
+    ]
 
 
 @dataclass(frozen=True)
@@ -46,34 +66,28 @@ class ChildOutcome:
     state: ChildState
 
 
-def batch_key(parent_run: str, source_id: str, documents: Sequence[DocumentRef], removed: Sequence[str]) -> str:
+def batch_key(parent_run: str, source_id: str, job: BatchJob) -> str:
     """Same parent run + same batch content → same key, so a retried parent reuses its child runs instead
     of launching the batch twice. The parent run id is part of it on purpose: a *new* sync must be able to
     re-try a batch whose earlier child failed (a content-only key would hand back that failed run forever)."""
     digest = hashlib.sha256(f"{parent_run}\n{source_id}\n".encode())
-    for ref in sorted(documents, key=lambda r: r.doc_id):
+    for ref in sorted(job.documents, key=lambda r: r.doc_id):
         digest.update(f"+{ref.doc_id}\0{ref.version}\n".encode())
-    for doc_id in sorted(removed):
+    for doc_id in sorted(job.removed):
         digest.update(f"-{doc_id}\n".encode())
     return f"ingest-batch-{digest.hexdigest()[:40]}"
 
 
-def child_parameters(
-    source: dict[str, Any],
-    documents: Sequence[DocumentRef],
-    config: dict[str, Any],
-    label: str,
-    removed: Sequence[str] = (),
-    refreshed: Sequence[DocumentRef] = (),
-) -> dict[str, Any]:
-    """JSON parameters of one ingest-batch run: references only (ids, versions, paths), never content."""
+def child_parameters(source: dict[str, Any], job: BatchJob, config: dict[str, Any]) -> dict[str, Any]:
+    """JSON parameters of the ingest-batch run of ``job``: references only (ids, versions, paths), never content;
+    ``config`` is the sync's explicit settings (``RagConfig.overrides()``), blocks by name, no secret."""
     return {
         "source": source,
-        "documents": [dataclasses.asdict(ref) | {"extra": dict(ref.extra)} for ref in documents],
+        "documents": [dataclasses.asdict(ref) for ref in job.documents],
         "config": config,
-        "batch_label": label,
-        "removed": list(removed),
-        "refreshed": [dataclasses.asdict(ref) | {"extra": dict(ref.extra)} for ref in refreshed],
+        "batch_label": job.label,
+        "removed": list(job.removed),
+        "refreshed": [dataclasses.asdict(ref) for ref in job.refreshed],
         "publish": True,
     }
 
@@ -119,22 +133,6 @@ def raise_for_failures(outcomes: Sequence[ChildOutcome], deployment: str) -> Non
         raise SwarmError(f"{len(bad)} of {len(outcomes)} {deployment} runs did not complete: {details}")
 
 
-def ledger_totals(db: Database, source_id: str, doc_ids: set[str]) -> dict[str, int]:
-    """What the dispatched children recorded for these documents (the ledger is the state of record)."""
-    totals = {"indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0}
-    with db.connect() as conn:
-        rows = conn.execute(
-            "SELECT doc_id, status, chunk_count, split_chunks FROM rag_documents WHERE source_id = %s", (source_id,)
-        ).fetchall()
-    for doc_id, status, chunks, split in rows:
-        if doc_id in doc_ids and status in totals:
-            totals[status] += 1
-            if status == "indexed":
-                totals["chunks"] += chunks or 0
-                totals["split_chunks"] += split or 0
-    return totals
-
-
 def check_deployment(name: str) -> None:
     """Fail before any work when the target deployment does not exist (a typo, or not deployed yet)."""
     from prefect import get_client
@@ -149,9 +147,12 @@ def check_deployment(name: str) -> None:
             ) from None
 
 
-def deployment_runner(name: str) -> tuple[Callable[[BatchJob], UUID], Callable[[list[UUID]], dict[UUID, ChildState]]]:
-    """``start`` and ``read_states`` bound to Prefect: children are linked to the calling flow run as
-    subflows, and created with ``timeout=0`` so this process does the (bounded) waiting itself."""
+def deployment_runner(
+    name: str, parameters: Callable[[BatchJob], dict[str, Any]], key: Callable[[BatchJob], str]
+) -> tuple[Callable[[BatchJob], UUID], Callable[[list[UUID]], dict[UUID, ChildState]]]:
+    """``start`` and ``read_states`` bound to Prefect: each job becomes a run of deployment ``name`` with
+    ``parameters(job)`` and idempotency key ``key(job)``, linked to the calling flow run as a subflow and created
+    with ``timeout=0`` so this process does the (bounded) waiting itself."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
@@ -159,8 +160,8 @@ def deployment_runner(name: str) -> tuple[Callable[[BatchJob], UUID], Callable[[
     def start(job: BatchJob) -> UUID:
         run = run_deployment(
             name,
-            parameters=job.parameters,
-            idempotency_key=job.key,
+            parameters=parameters(job),
+            idempotency_key=key(job),
             timeout=0,
             as_subflow=True,
             flow_run_name=f"ingest-{job.label}",
