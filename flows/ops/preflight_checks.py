@@ -31,7 +31,7 @@ from flows.ops.probes import sweep, to_rows
 from flows.rag.config import Precision
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
-from flows.research.reports import check_interpreter
+from flows.research.runs import check_interpreter
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 Verdict = tuple[str, str]

@@ -28,19 +28,10 @@ from blocks.postgres import PostgresLedger
 from blocks.searxng import SearxngServer
 from flows.common.blocks import data_dir, resolve_block, resolve_ledger_url
 from flows.common.errors import SwarmError
+from flows.research.ledger import open_ledger, record_result
 from flows.research.local_context import retrieve_local_context, write_context_files
-from flows.research.reports import (
-    QueryResult,
-    ResearchSettings,
-    check_interpreter,
-    normalise_queries,
-    open_ledger,
-    record_result,
-    report_markdown,
-    run_query,
-    slugify,
-    summary_markdown,
-)
+from flows.research.rendering import report_markdown, summary_markdown
+from flows.research.runs import QueryResult, ResearchSettings, check_interpreter, normalise_queries, run_query, slugify
 
 # gpt-researcher 0.15.1's ReportType values.
 ReportType = Literal[

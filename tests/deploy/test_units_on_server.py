@@ -153,15 +153,18 @@ def deployed(server: Server) -> list[DeploymentResponse]:
         return client.read_deployments()
 
 
-def test_deploy_leaves_the_checkout_to_each_node_and_ships_gdrive_inactive(deployed: list[DeploymentResponse]) -> None:
+def test_deploy_leaves_the_checkout_to_each_node_and_ships_only_what_needs_input_inactive(
+    deployed: list[DeploymentResponse],
+) -> None:
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     assert sorted(d.name for d in deployed) == sorted(d["name"] for d in spec["deployments"])  # every one deployed
     for deployment in deployed:
         assert "/nonexistent" not in json.dumps(deployment.pull_steps), deployment.name
         assert deployment.pull_steps == spec["pull"], deployment.name  # stored as written, resolved on the node
-    scheduled = {d.name: d.schedules for d in deployed if d.schedules}
-    assert [s.active for s in scheduled.pop("gdrive-hourly")] == [False]
-    assert scheduled and all(s.active for schedules in scheduled.values() for s in schedules)  # only gdrive waits
+    active = {s.slug: s.active for d in deployed for s in d.schedules}
+    # Only the schedules that need the operator's input first wait: the Drive's folder ids, the shared batch folder.
+    assert {slug for slug, on in active.items() if not on} == {"rag-gdrive-hourly", "rag-summaries-nightly"}
+    assert {"rag-local-hourly", "health-every-5-min", "backup-nightly"} <= {slug for slug, on in active.items() if on}
 
 
 def test_a_worker_started_as_its_unit_says_runs_a_deployment_from_its_own_checkout(

@@ -201,3 +201,44 @@ def test_a_missing_ocr_language_names_its_debian_package(page_image: Path) -> No
 
 def _fields(options: ChunkingOptions) -> dict[str, object]:
     return {name: getattr(options, name) for name in options.__slots__}  # type: ignore[attr-defined]
+
+
+def test_a_sync_indexes_the_new_formats_and_search_finds_them(
+    converted: tuple[Path, dict[str, str]], page_image: Path, tmp_path: Path
+) -> None:
+    """Through rag-sync into the store: a LibreOffice and a pandoc route, an e-mail's attachments (found as the
+    message, named in the payload) and an OCR'd photo (marked in the payload)."""
+    import shutil
+
+    from flows.rag.config import load_config
+    from flows.rag.embed import get_embedder
+    from flows.rag.resources import open_resources
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+    from tests.flows.rag_checks import config_for
+
+    root, topics = converted
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("orchard.doc", "harbour.odt"):
+        shutil.copy(root / name, docs / name)
+    write_message_with_attachments(docs / "committee.eml", tmp_path / "parts")
+    shutil.copy(page_image, docs / "photo.png")
+    config = config_for(tmp_path, f"sqlite:///{tmp_path / 'ledger.db'}")
+
+    stats = rag_sync(LocalFolderSpec(path=str(docs)), config)
+
+    assert (stats["indexed"], stats["failed"]) == (4, 0), stats["problems"]
+    store = open_resources(load_config(config)).store
+    embedder = get_embedder(OPTIONS.model, "cpu")
+    expected = {
+        topics["orchard.doc"]: ("orchard.doc", None),
+        topics["harbour.odt"]: ("harbour.odt", None),
+        EMAIL_TOPIC: ("committee.eml", None),
+        **{topic: ("committee.eml", name) for name, topic in ATTACHMENT_TOPICS.items()},
+        "the Burrows-Wheeler block-sorting text compression algorithm": ("photo.png", None),
+    }
+    for query, (doc_id, attachment) in expected.items():
+        [hit] = store.search(embedder.embed_texts([query])[0], 1)
+        assert (hit.payload["doc_id"], hit.payload.get("attachment")) == (doc_id, attachment), query
+        assert hit.payload["ocr"] is (doc_id == "photo.png"), query

@@ -8,14 +8,8 @@ import sys
 import pytest
 
 from flows.common.errors import ConfigError
-from flows.research.reports import (
-    QueryResult,
-    check_interpreter,
-    normalise_queries,
-    parse_worker_output,
-    report_markdown,
-    slugify,
-)
+from flows.research.rendering import report_markdown
+from flows.research.runs import QueryResult, check_interpreter, normalise_queries, parse_worker_output, slugify
 
 
 def test_queries_are_trimmed_deduplicated_and_required() -> None:

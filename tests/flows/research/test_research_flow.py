@@ -14,7 +14,7 @@ import pytest
 
 from blocks import OpenAICompatibleEndpoint, PostgresLedger, SearxngServer
 from flows.common.errors import ConfigError
-from flows.research.reports import open_ledger
+from flows.research.ledger import open_ledger
 from flows.research.research import research
 from testkit.inference_openai_server import run_fake_openai
 from testkit.research_searxng import run_fake_searxng

@@ -1,4 +1,4 @@
-"""Research runs without Prefect: queries in, gpt-researcher (in its own venv) per query, ledger rows out."""
+"""Research runs without Prefect: queries in, one gpt-researcher process (in its own venv) per query, results out."""
 
 from __future__ import annotations
 
@@ -10,26 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.common.db import Database, utc_now
 from flows.common.errors import ConfigError
 
 WORKER = Path(__file__).with_name("gptr_worker.py")
-
-MIGRATIONS = [
-    "CREATE TABLE research_reports ("
-    " report_id TEXT PRIMARY KEY,"
-    " run_id TEXT NOT NULL,"
-    " query TEXT NOT NULL,"
-    " status TEXT NOT NULL,"
-    " report TEXT,"
-    " sources TEXT,"
-    " cost_usd DOUBLE PRECISION,"
-    " duration_s DOUBLE PRECISION,"
-    " report_path TEXT,"
-    " error TEXT,"
-    " created_at TEXT NOT NULL)",
-    "CREATE INDEX research_reports_run ON research_reports (run_id)",
-]
 
 
 @dataclass
@@ -150,7 +133,8 @@ def run_query(python: str, query: str, s: ResearchSettings, workdir: Path, doc_p
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         proc = subprocess.run(
-            [python, str(WORKER)],
+            # -P: the worker's folder stays off sys.path, where the project's modules would shadow its packages
+            [python, "-P", str(WORKER)],
             input=json.dumps(worker_job(query, s, doc_path)),
             capture_output=True,
             text=True,
@@ -161,60 +145,3 @@ def run_query(python: str, query: str, s: ResearchSettings, workdir: Path, doc_p
     except subprocess.TimeoutExpired:
         return QueryResult(query, False, error=f"timed out after {s.timeout_s:.0f}s", duration_s=s.timeout_s)
     return parse_worker_output(query, proc.returncode, proc.stdout, proc.stderr)
-
-
-def open_ledger(url: str) -> Database:
-    db = Database(url)
-    db.ensure_schema("research", MIGRATIONS)
-    return db
-
-
-def record_result(db: Database, run_id: str, r: QueryResult) -> None:
-    with db.connect() as conn:
-        conn.execute(
-            "INSERT INTO research_reports (report_id, run_id, query, status, report, sources, cost_usd,"
-            " duration_s, report_path, error, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                r.report_id,
-                run_id,
-                r.query,
-                "completed" if r.ok else "failed",
-                r.report or None,
-                json.dumps(r.sources),
-                r.cost_usd,
-                r.duration_s,
-                r.report_path,
-                r.error,
-                utc_now(),
-            ),
-        )
-
-
-def report_markdown(r: QueryResult) -> str:
-    """The report followed by its sources and run facts, as stored in the file and the artifact."""
-    lines = [r.report.rstrip(), "", "---", f"Query: {r.query}", ""]
-    if r.sources:
-        lines += [
-            "Sources:",
-            *[f"- [{s.get('title') or s.get('url')}]({s.get('url')})" for s in r.sources],
-            "",
-        ]
-    lines.append(f"Cost (estimate): ${r.cost_usd:.4f} · duration {r.duration_s:.1f} s · id {r.report_id}")
-    return "\n".join(lines) + "\n"
-
-
-def summary_markdown(run_id: str, results: list[QueryResult]) -> str:
-    lines = [
-        f"# Research run `{run_id}`",
-        "",
-        "| query | status | sources | cost | duration | file or error |",
-    ]
-    lines.append("|---|---|---|---|---|---|")
-    for r in results:
-        detail = r.report_path if r.ok else (r.error or "").replace("|", "/")
-        lines.append(
-            f"| {r.query.replace('|', '/')} | {'ok' if r.ok else 'failed'} | {len(r.sources)} |"
-            f" ${r.cost_usd:.4f} | {r.duration_s:.1f} s | {detail} |"
-        )
-    return "\n".join(lines) + "\n"
