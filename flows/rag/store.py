@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import atexit
 import logging
-import random
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from flows.common.errors import ServiceUnavailable, SwarmError
+from flows.common.retry import RetryPolicy
 from flows.rag.ids import collection_name
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes
 
@@ -25,9 +24,6 @@ log = logging.getLogger(__name__)
 
 # Server answers worth another try: rate limit, and a proxy or server that is briefly down or overloaded.
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
-UPSERT_ATTEMPTS = 6
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 8.0
 
 # Payload fields that filters use get an index (a no-op in embedded mode, essential on a server).
 _INDEXED_FIELDS = {
@@ -113,11 +109,11 @@ class VectorStore:
         dim: int,
         *,
         request_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.client = client
         self.request_budget_bytes = request_budget_bytes
-        self._sleep = sleep
+        self.retry = retry or RetryPolicy(max_attempts=6, base_s=0.5, cap_s=8.0)
         options = client.init_options
         self.embedded = options.get("path") is not None or options.get("location") == ":memory:"
         self.alias = alias
@@ -179,7 +175,8 @@ class VectorStore:
             self._upsert_with_retry(points)
 
     def _upsert_with_retry(self, points: list[models.PointStruct]) -> None:
-        for attempt in range(UPSERT_ATTEMPTS):
+        attempts = self.retry.max_attempts
+        for attempt in range(attempts):
             try:
                 self.client.upsert(self.collection, points=points, wait=True)
                 return
@@ -188,13 +185,13 @@ class VectorStore:
                     raise UpsertError(
                         f"Qdrant refused {len(points)} points for {self.collection}: {_one_line(exc)}"
                     ) from exc
-                if attempt + 1 == UPSERT_ATTEMPTS:
+                if attempt + 1 == attempts:
                     raise UpsertError(
-                        f"Qdrant write to {self.collection} failed {UPSERT_ATTEMPTS} times: {_one_line(exc)}"
+                        f"Qdrant write to {self.collection} failed {attempts} times: {_one_line(exc)}"
                     ) from exc
-                wait = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # full jitter
+                wait = self.retry.delay(attempt)
                 log.warning("Qdrant write failed (%s); retrying in %.1f s", _one_line(exc), wait)
-                self._sleep(wait)
+                self.retry.sleep(wait)
 
     def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:
         """Drop each document's points of any version but the given one (after its new points are written).

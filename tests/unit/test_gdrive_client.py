@@ -12,10 +12,10 @@ from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
 from blocks.gdrive import GoogleDriveCredentials
+from flows.common.retry import RetryPolicy
 from flows.rag.sources.gdrive_client import (
     DriveApiError,
     DriveAuthError,
-    RetryPolicy,
     api_base,
     call_with_retry,
 )

@@ -14,10 +14,11 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 
 from flows.common.db import Database
+from flows.common.retry import RetryPolicy
 from flows.rag.indexable import limit_bytes
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument, Source
 from flows.rag.sources.gdrive import GoogleDriveSource, GoogleDriveSpec
-from flows.rag.sources.gdrive_client import DriveAuthError, RetryPolicy
+from flows.rag.sources.gdrive_client import DriveAuthError
 from testkit.gdrive_server import FOLDER, GDOC, FakeDrive, Faults, serve
 
 

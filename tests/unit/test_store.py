@@ -10,6 +10,7 @@ from httpx import Headers
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from flows.common.retry import RetryPolicy
 from flows.rag.ids import point_id
 from flows.rag.store import UpsertError, VectorStore, open_qdrant
 from flows.rag.upsert_batches import byte_batches, point_bytes
@@ -64,7 +65,9 @@ class _Wire:
 
 def _store(tmp_path, wire_args: dict, **store_args) -> tuple[VectorStore, _Wire]:
     wire = _Wire(open_qdrant(None, None, tmp_path / "qdrant"), **wire_args)
-    store = VectorStore(wire, "documents", "test-model", 384, sleep=lambda _s: None, **store_args)
+    store = VectorStore(
+        wire, "documents", "test-model", 384, retry=RetryPolicy(max_attempts=6, sleep=lambda _s: None), **store_args
+    )
     store.ensure_collection()
     return store, wire
 

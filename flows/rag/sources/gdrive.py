@@ -27,6 +27,7 @@ from blocks.gdrive import GoogleDriveCredentials
 from flows.common.blocks import block_name, resolve_block
 from flows.common.db import Database
 from flows.common.errors import ConfigError
+from flows.common.retry import RetryPolicy
 from flows.rag.indexable import listing_rules
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument
 from flows.rag.sources.gdrive_api import DriveApi, fetch_reason
@@ -34,7 +35,6 @@ from flows.rag.sources.gdrive_client import (
     DRIVE_READONLY,
     DriveApiError,
     DriveService,
-    RetryPolicy,
 )
 from flows.rag.sources.gdrive_refs import EXPORTS, to_ref
 from flows.rag.sources.gdrive_store import GdriveStore

@@ -8,7 +8,8 @@ from typing import Any
 
 from googleapiclient.http import MediaIoBaseDownload
 
-from flows.rag.sources.gdrive_client import DriveApiError, DriveService, RetryPolicy, call_with_retry
+from flows.common.retry import RetryPolicy
+from flows.rag.sources.gdrive_client import DriveApiError, DriveService, call_with_retry
 from flows.rag.sources.gdrive_refs import FILE_FIELDS
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httplib2
@@ -23,6 +20,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from flows.common.errors import SwarmError
+from flows.common.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +56,6 @@ def error_reason(exc: HttpError) -> tuple[str | None, str]:
 
 def is_retryable(status: int, reason: str | None) -> bool:
     return status == 429 or status >= 500 or (status == 403 and reason in RATE_REASONS)
-
-
-@dataclass
-class RetryPolicy:
-    """Truncated exponential backoff with full jitter; ``sleep``/``rng`` injectable for tests."""
-
-    max_attempts: int = 8
-    base_s: float = 1.0
-    cap_s: float = 64.0
-    sleep: Callable[[float], None] = time.sleep
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = self.rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
-        return max(backoff, retry_after or 0.0)
 
 
 def _retry_after(exc: HttpError) -> float | None:
