@@ -15,7 +15,12 @@ For each model (MiniLM, and a BERT-base-sized model with random weights built fr
   of ``--batch-sizes``;
 * ``forward``: the bare transformer forward (fp16 on CUDA) on pre-padded, length-sorted batches, no copies
   back: the ceiling the stage can approach;
-* ``min cos``: the lowest cosine between the stage's vector and ``encode()``'s for the same chunk.
+* ``min cos``: the lowest cosine between the stage's vector and ``encode()``'s for the same chunk;
+* on CUDA, the stage's memory: its peak above the weights (one pass over the chunks) against embed_plan.py's
+  estimate for its largest forward pass, the token budget the free memory gave at load, and the budget after
+  the run (lower if a pass ran out of memory and was halved). ``--card-gib 10`` caps this process's share of the
+  GPU (torch's per-process memory fraction) to emulate a 10 GB card; the load-time budget still sees the whole
+  card, so a large ``--batch-tokens`` then exercises the halving on a real allocator.
 Prints a table and writes bench/out/embed_<device>.json.
 """
 
@@ -114,6 +119,7 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     from flows.rag.model_files import resolve_model_dir
 
     embedder = Embedder(model, device)
+    budget_at_load = embedder.memory_tokens
     # The reference: the same folder through sentence-transformers, in the stage's precision.
     reference = SentenceTransformer(str(resolve_model_dir(model)), device=embedder.device, local_files_only=True)
     if embedder.device == "cuda":
@@ -126,8 +132,10 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     n = len(ids)
     row: dict[str, Any] = {"model": label}
 
-    stage = timed(lambda: embedder.embed_token_ids(ids, args.stage_batch), sync, args.repeats)
+    stage = timed(lambda: embedder.embed_token_ids(ids, args.stage_batch, None, args.batch_tokens), sync, args.repeats)
     row["stage"] = n / stage
+    if embedder.device == "cuda":
+        row |= stage_memory(embedder, ids, args) | {"budget_at_load": budget_at_load}
 
     encode_rates = {}
     for batch in args.batch_sizes:
@@ -166,6 +174,36 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     return row
 
 
+def stage_memory(embedder: Any, ids: list[list[int]], args: argparse.Namespace) -> dict[str, Any]:
+    """The stage's peak GPU memory above what was allocated before it (weights), against the estimate for its
+    largest pass (padded tokens x activation_bytes_per_token), and the budget it ends with."""
+    import torch
+
+    from flows.rag.embed_plan import DEFAULT_BATCH_TOKENS, activation_bytes_per_token, batch_end, padded_width
+
+    budget = min(args.batch_tokens or DEFAULT_BATCH_TOKENS, embedder.memory_tokens)
+    widths = sorted(padded_width(len(row), embedder.window, embedder.width_step) for row in ids)
+    largest, start = 0, 0
+    while start < len(widths):
+        end = batch_end(widths, start, args.stage_batch, budget)
+        largest, start = max(largest, (end - start) * widths[end - 1]), end
+    config = embedder.model.config
+    per_token = activation_bytes_per_token(
+        config.hidden_size, config.intermediate_size, config.num_attention_heads, embedder.window, 2
+    )
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    embedder.embed_token_ids(ids, args.stage_batch, None, args.batch_tokens)
+    torch.cuda.synchronize()
+    return {
+        "peak_mib": (torch.cuda.max_memory_allocated() - before) / 2**20,
+        "estimate_mib": largest * per_token / 2**20,
+        "largest_pass_tokens": largest,
+        "budget_after": embedder.memory_tokens,
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=20_000)
@@ -173,6 +211,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     parser.add_argument("--stage-batch", type=int, default=512, help="the stage's batch size (embed_batch_size)")
+    parser.add_argument("--batch-tokens", type=int, help="the stage's padded tokens per pass (embed_batch_tokens)")
+    parser.add_argument("--card-gib", type=float, help="CUDA: cap this process's GPU memory to emulate a small card")
     parser.add_argument("--large-hidden", type=int, default=768)
     parser.add_argument("--large-layers", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
@@ -187,6 +227,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     import torch
 
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    if device == "cuda" and args.card_gib:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.card_gib * 2**30 / total))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.inputs:
@@ -211,6 +254,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{r['model']:<20} {r['stage']:>9.0f} {r['encode']:>9.0f} {r['encode_batch']:>8} {r['forward']:>9.0f}"
             f" {r['stage_vs_encode']:>13.2f} {r['stage_vs_forward']:>14.2f} {r['min_cosine']:>8.4f}"
         )
+    if device == "cuda":
+        print(f"\n{'model':<20} {'peak MiB':>9} {'estimate':>9} {'largest pass':>13} {'budget':>8} {'after':>8}")
+        for r in rows:
+            print(
+                f"{r['model']:<20} {r['peak_mib']:>9.0f} {r['estimate_mib']:>9.0f} {r['largest_pass_tokens']:>13}"
+                f" {r['budget_at_load']:>8} {r['budget_after']:>8}"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"embed_{device}.json").write_text(json.dumps({"device": name, "chunks": len(texts), "rows": rows}))
     return rows

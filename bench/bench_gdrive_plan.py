@@ -132,6 +132,7 @@ def run_phase(phase: str, url: str, root: str, db: str, state: str) -> dict:
         "removed": len(changes.removed),
         "complete": changes.complete,
         "api_calls": source.api.api_calls,
+        "quota_units": source.api.meter.total.units,  # Drive's per-method units (gdrive_quota.py)
     }
 
 
@@ -175,11 +176,11 @@ def main() -> None:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
         server.terminate()
-    print("\n| phase | files | folders | seconds | peak RSS MiB | documents | removed | API calls |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| phase | files | folders | seconds | peak RSS MiB | documents | removed | API calls | quota units |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['phase']} | {args.files:,} | {args.folders:,} | {r['seconds']} | {r['peak_rss_mib']} | "
-              f"{r['documents']:,} | {r['removed']:,} | {r['api_calls']:,} |")  # fmt: skip
+              f"{r['documents']:,} | {r['removed']:,} | {r['api_calls']:,} | {r['quota_units']:,} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from flows.rag.embed import Embedder
     from flows.rag.ids import point_id
-    from flows.rag.store import VectorStore, open_qdrant
+    from flows.rag.store import open_vector_store
+    from flows.rag.store_edge import close_edge
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["min_cosine_to_fp32"] = float(np.min(np.sum(vectors * reference, axis=1)))
             rows.append(row)
 
-        store = VectorStore(open_qdrant(None, None, Path(tmp) / "qdrant"), "bench", MODEL, embedder.dim)
-        store.ensure_collection()
+        store = open_vector_store(None, None, Path(tmp) / "qdrant", "bench", MODEL, embedder.dim)
         started = time.perf_counter()
         offset = 0
         for number, doc in enumerate(docs):
@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             store.upsert(ids, np.asarray(vectors[offset : offset + n]), payloads)
             store.delete_stale("bench", {f"doc{number}": "1"})
             offset += n
+        store.optimize()
         rows.append({"stage": "write (embedded Qdrant)", "seconds": time.perf_counter() - started, "chunks": chunks})
+        close_edge(Path(tmp) / "qdrant")
 
         rss = {}
         for way in ("importable", "kept-out"):

@@ -1,13 +1,15 @@
-"""The embedded vector store: qdrant-client's local mode against Qdrant Edge (qdrant-edge-py), side by side.
+"""The embedded vector store: the old one (qdrant-client's local mode) against today's (Qdrant Edge through
+flows/rag/store_edge.py), side by side.
 
-    .venv/bin/pip install qdrant-edge-py==0.9.0   # measured with 0.9.0; not a project dependency (yet)
     .venv/bin/python bench/bench_store.py --sizes 20000 100000 1000000
 
 Per size and store, in a fresh process each (so peak RSS is that store's own): write points/s (2,000-point
 upserts of random 384-d vectors with a ~500-character text payload), open (close, then reopen the same
 directory), search p50/p95 (k=5, 50 queries) and filtered search p50 (k=5, on a keyword field with a payload
-index on Edge; local mode has none and scans), and peak RSS. Local mode keeps every point in Python memory and
-is skipped above LOCAL_MODE_MAX points (it needs ~28 GB and minutes to open at 1M). Writes bench/out/store.json.
+index on Edge; local mode has none and scans), and peak RSS. Edge's writes go through the store's byte budget
+(8 MB requests) with its six payload indexes, and its index is built by ``optimize()``, timed apart. Local
+mode keeps every point in Python memory and is skipped above LOCAL_MODE_MAX points (it needs ~28 GB and minutes
+to open at 1M). Writes bench/out/store.json.
 """
 
 from __future__ import annotations
@@ -85,37 +87,32 @@ def _local(path: Path, size: int) -> dict[str, float]:
 
 
 def _edge(path: Path, size: int) -> dict[str, float]:
-    import qdrant_edge as qe
+    """Through the project's store (flows/rag/store_edge.py): byte-bounded upserts, the filter fields indexed."""
+    from flows.rag.store_edge import EdgeStore, close_edge, open_edge
 
-    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine))
-    shard = qe.EdgeShard.create(str(path), config)
-    shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+    store = EdgeStore(open_edge(path), "bench", "bench-model", DIM)
+    store.ensure_collection()
     started = time.perf_counter()
     for start in range(0, size, BATCH):
-        ids, vectors, payloads = _data(size, start)
-        points = [qe.Point(id=i, vector=v.tolist(), payload=p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
-        shard.update(qe.UpdateOperation.upsert_points(points))
-    shard.flush()
+        store.upsert(*_data(size, start))
+    store.folder.shard(store.collection).flush()
     write_s = time.perf_counter() - started
     started = time.perf_counter()
-    shard.optimize()  # builds HNSW over the appendable segments; counted apart from the write
+    store.optimize()  # builds HNSW over the appendable segments; counted apart from the write
     optimize_s = time.perf_counter() - started
-    shard.close()
+    close_edge(path)
     started = time.perf_counter()
-    shard = qe.EdgeShard.load(str(path))
-    shard.count(qe.CountRequest())
+    store = EdgeStore(open_edge(path), "bench", "bench-model", DIM)
+    store.count()
     open_s = time.perf_counter() - started
     query = np.random.default_rng(size).standard_normal(DIM).tolist()
-    flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue("d7"))])
-    plain = qe.QueryRequest(limit=5, query=qe.Query.Nearest(query), with_payload=True)
-    filtered_q = qe.QueryRequest(limit=5, query=qe.Query.Nearest(query), with_payload=True, filter=flt)
-    search = _timed(lambda: shard.query(plain), QUERIES)
-    filtered = _timed(lambda: shard.query(filtered_q), QUERIES)
-    shard.close()
+    search = _timed(lambda: store.search(query, 5), QUERIES)
+    filtered = _timed(lambda: store.search(query, 5, must=[("doc_id", ["d7"])]), QUERIES)
+    close_edge(path)
     return {"write_s": write_s, "optimize_s": optimize_s, "open_s": open_s, "search": search, "filtered": filtered}
 
 
-STORES = {"qdrant-client local": _local, "qdrant-edge-py (EdgeShard)": _edge}
+STORES = {"qdrant-client local": _local, "qdrant-edge-py 0.9.0 (EdgeStore)": _edge}
 
 
 def _child(store: str, size: int) -> None:
@@ -138,17 +135,13 @@ def _child(store: str, size: int) -> None:
 def _skip_reason(store: str, size: int) -> str | None:
     if store.startswith("qdrant-client") and size > LOCAL_MODE_MAX:
         return f"local mode keeps every point in Python memory: ~28 GB and ~90 s to open at 1M (max {LOCAL_MODE_MAX:,})"
-    if store.startswith("qdrant-edge"):
-        try:
-            import qdrant_edge  # noqa: F401
-        except ImportError:
-            return "qdrant-edge-py is not installed (.venv/bin/pip install qdrant-edge-py==0.9.0)"
     return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000, 1_000_000])
+    parser.add_argument("--stores", nargs="+", choices=list(STORES), default=list(STORES))
     parser.add_argument("--child", nargs=2, metavar=("STORE", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -158,7 +151,7 @@ def main() -> None:
     print("| points | store | write points/s | optimize | open | search p50 / p95 | filtered p50 | peak RSS |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
-        for store in STORES:
+        for store in args.stores:
             reason = _skip_reason(store, size)
             if reason:
                 print(f"| {size:,} | {store} | skipped: {reason} | | | | | |", flush=True)

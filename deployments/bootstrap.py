@@ -10,7 +10,9 @@
    concurrency from the same JSON), whose base job template's ``env`` (the defaults of every run on the
    pool) is the ``env()`` of the saved ``node-<pool>`` block: edit the block, re-run, and the pool follows;
 4. creates the global concurrency limits ``gpu:starlord`` and ``gpu:thanos`` (one slot each) or resets
-   their limit to one;
+   their limit to one, and one rate limit ``drive-units:<project>`` per Google project of the saved
+   GoogleDriveCredentials blocks (Drive quota units per minute, shared by every sync: flows/rag/sources/
+   gdrive_client.py), or resets it to its units and decay;
 5. saves the Webhook block ``swarm-alertmanager`` (Alertmanager's ``/api/v2/alerts`` at
    ``SWARM_ALERTMANAGER_URL``) when that is set; with neither the setting nor a saved block it warns that
    alerts have no target and leaves out the automations that alert;
@@ -111,19 +113,46 @@ def ensure_pools(client: Any, pool_dir: Path) -> list[str]:
     return list(POOLS)
 
 
-def ensure_gpu_limits(client: Any) -> list[str]:
+def drive_limits(client: Any) -> dict[str, tuple[int, float]]:
+    """A rate limit per Google project that a saved GoogleDriveCredentials block's key names: a minute's quota
+    units as slots, decaying at a minute's worth per 60 s (flows/rag/sources/gdrive_quota.py)."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from flows.rag.sources.gdrive_client import info_project
+    from flows.rag.sources.gdrive_quota import DEFAULT_UNITS_PER_MINUTE, limit_name
+
+    try:
+        docs = client.read_block_documents_by_type("google-drive-credentials", include_secrets=True)
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+        docs = []  # the block type is not registered yet: no credentials saved, no project to limit
+    limits = {}
+    for doc in docs:
+        info = doc.data.get("service_account_info") or doc.data.get("authorized_user_info") or {}
+        limits[limit_name(info_project(info))] = (DEFAULT_UNITS_PER_MINUTE, DEFAULT_UNITS_PER_MINUTE / 60)
+    return limits
+
+
+def ensure_limits(client: Any) -> list[str]:
+    """The GPU slots (concurrency limits) and the Drive rate limits, created or reset to their values."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
-    for name, slots in GPU_LIMITS.items():
+    wanted = {name: (slots, None) for name, slots in GPU_LIMITS.items()} | drive_limits(client)
+    for name, (slots, decay) in wanted.items():
         try:
             existing = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True))
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=slots, active=True, slot_decay_per_second=decay or 0.0)
+            )
             continue
-        if existing.limit != slots or not existing.active:
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots, active=True))
-    return list(GPU_LIMITS)
+        if existing.limit != slots or not existing.active or (existing.slot_decay_per_second or 0.0) != (decay or 0.0):
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=slots, active=True, slot_decay_per_second=decay or 0.0)
+            )
+    return list(wanted)
 
 
 def name_deployment_limits(client: Any) -> list[str]:
@@ -253,7 +282,7 @@ def bootstrap(folder: Path = HERE) -> dict[str, list[str]]:
     with get_client(sync_client=True) as client:
         done["work_pools"] = ensure_pools(client, folder / "work-pools")
         done["node_blocks"] = [node_block_name(pool) for pool in done["work_pools"]]
-        done["concurrency_limits"] = ensure_gpu_limits(client)
+        done["concurrency_limits"] = ensure_limits(client)
         done["deployment_limits"] = name_deployment_limits(client)
         done["automations"] = ensure_automations(client, folder / "automations")
     return done

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-# Quiet Prefect's console logging before it is imported; the run is still recorded with full logs.
+# Quiet Prefect's console handler before Prefect is imported, not its loggers: the run is still recorded with
+# full logs (a logger level of WARNING would have dropped its INFO lines before they reached the API).
 if "-v" not in sys.argv and "--verbose" not in sys.argv:
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # A failed run is reported here as one line; Prefect's report of it (a traceback) stays in the run's logs.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-# No usage telemetry from the temporary Prefect server: this machine may have no route out.
+# No usage telemetry from the Prefect servers or the client (DO_NOT_TRACK: Prefect's SDK analytics, which in a
+# terminal also print a notice): this machine may have no route out.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 # With SWARM_PREFECT_SERVER=temporary (or where the local server fails), Prefect starts a temporary server whose
 # first start on a fresh machine migrates its database; on a small CPU that outlasts Prefect's 20 s default.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -34,7 +38,32 @@ from flows.rag.report import SUMMARY_FIELDS
 if TYPE_CHECKING:
     from flows.common.local_server import Layout
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Swarm cluster pipelines.")
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down: freeing the objects of Prefect's import took 3-5 s of a no-op's
+    wall time on the busy 2-core box (docs/benchmarks.md). The atexit handlers still run: Prefect's last logs and
+    events, the parser pool, the embedded store's close. Where a thread of ours still works, the usual exit
+    waits for it."""
+    if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed pipe or stream: nothing left to show
+            stream.flush()
+    os._exit(code)
+
+
+class _Swarm(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as done:
+            if done.code is not None and not isinstance(done.code, int):
+                raise  # a message to print: the usual exit does it
+            _exit_now(done.code or 0)
+
+
+app = _Swarm(add_completion=False, no_args_is_help=True, help="Swarm cluster pipelines.")
 out = Console()
 err = Console(stderr=True)
 
@@ -107,10 +136,11 @@ def _idle_minutes() -> float:
     return minutes
 
 
-def _use_prefect_api(data_dir: Path | None) -> None:
+def _use_prefect_api(data_dir: Path | None) -> bool:
     """Point this command's flow runs at an API: the one Prefect's settings name (PREFECT_API_URL, e.g. the
     cluster's), else the data folder's local server, started on first use (flows/common/local_server.py), else,
-    with SWARM_PREFECT_SERVER=temporary or where the local one cannot start, Prefect's temporary one."""
+    with SWARM_PREFECT_SERVER=temporary or where the local one cannot start, Prefect's temporary one. True when
+    it is the local server."""
     with _one_line_errors():
         mode = os.environ.get("SWARM_PREFECT_SERVER", "local")
         if mode not in ("local", "temporary"):
@@ -121,14 +151,33 @@ def _use_prefect_api(data_dir: Path | None) -> None:
         from flows.common import local_server
 
         if get_current_settings().api.url or mode == "temporary":
-            return
+            return False
         try:
             server = local_server.ensure(_server_layout(data_dir), _idle_minutes())
         except (ServiceUnavailable, OSError) as error:  # OSError: e.g. a read-only data folder
             err.print(f"warning: {error}; this run uses a temporary Prefect server", highlight=False, soft_wrap=True)
-            return
+            return False
     os.environ.update(PREFECT_API_URL=server.url, PREFECT_API_AUTH_STRING=server.auth)  # env only, never argv
     refresh_global_settings_context()  # Prefect read its settings at import, before the URL was known
+    return True
+
+
+@contextmanager
+def _run_settings(local_server: bool) -> Iterator[None]:
+    """Around a command's flow runs: on the data folder's own server, no flow-run heartbeats. That server runs no
+    automations (the zombie-run one is what reads them), and ending a run waits for its heartbeat thread, which
+    sleeps in 1 s steps: up to 1 s per run. A copy of the settings, not a rebuild (Prefect's temporary_settings
+    validates them all again: ~0.1 s)."""
+    if not local_server:
+        yield
+        return
+    from prefect.context import SettingsContext
+
+    current = SettingsContext.get()
+    assert current is not None  # Prefect sets its global context at import
+    flows = current.settings.flows.model_copy(update={"heartbeat_frequency": None})
+    with SettingsContext(profile=current.profile, settings=current.settings.model_copy(update={"flows": flows})):
+        yield
 
 
 server_app = typer.Typer(
@@ -201,7 +250,7 @@ def ingest(
 ) -> None:
     """Index a folder into the vector store (new, changed and removed files only)."""
     lead_own_group()  # the temporary Prefect server and the parsers die with this command, however it ends
-    _use_prefect_api(data_dir)
+    own_server = _use_prefect_api(data_dir)
     from flows.rag.config import load_config
     from flows.rag.resources import open_resources
     from flows.rag.sources.local import LocalFolderSpec
@@ -231,7 +280,7 @@ def ingest(
         resources = open_resources(load_config(config))
         spec = LocalFolderSpec(path=str(path.expanduser().resolve()))
         resources.source(spec)
-        with bar, progress.listening(on_progress):
+        with bar, progress.listening(on_progress), _run_settings(own_server):
             stats = rag_sync(spec, config)
     table = Table(title=f"Synced {path}", show_header=False)
     for key, label in SUMMARY_FIELDS:
@@ -253,22 +302,33 @@ def search(
     qdrant_path: QdrantPath = None,
     collection: Collection = None,
     model: Model = None,
+    reader: Annotated[
+        str | None, typer.Option("--as", help="Show only what this reader (an email) may read in the source.")
+    ] = None,
+    groups: Annotated[str | None, typer.Option(help="The reader's groups, comma-separated (with --as).")] = None,
 ) -> None:
     """Show the chunks closest to QUERY, with score, document and a snippet."""
     from flows.rag.config import load_config
-    from flows.rag.embed import get_embedder
+    from flows.rag.embed import embed_queries
+    from flows.rag.readers import allowed_readers
     from flows.rag.resources import open_resources
 
     with _one_line_errors():
+        if groups and not reader:
+            raise ConfigError("--groups needs --as: the reader they belong to")
+        # Without --as, everything: whoever runs this reads the store directly anyway.
+        must = [("readers", allowed_readers(reader, (groups or "").split(",")))] if reader else []
         config = load_config(
             _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url,
                        qdrant_path=qdrant_path, collection=collection, embedding_model=model)
         )  # fmt: skip
         resources = open_resources(config)
-        vector = get_embedder(config.embedding_model, config.device, config.embed_precision).embed_texts([query])[0]
-        hits = resources.store.search(vector, k)
+        vector = embed_queries(config, [query])[0]
+        hits = resources.store.search(vector, k, must=must)
     if not hits:
-        out.print("no results (is anything indexed? try `swarm status`)")
+        out.print(
+            f"no results that {reader} may read" if reader else "no results (is anything indexed? try `swarm status`)"
+        )
         return
     for rank, hit in enumerate(hits, start=1):
         payload = hit.payload or {}
@@ -330,13 +390,13 @@ def verify(
 ) -> None:
     """Compare the ledger with the vector store per document (run after every Qdrant restore)."""
     lead_own_group()
-    _use_prefect_api(data_dir)
+    own_server = _use_prefect_api(data_dir)
     from flows.rag.sources.local import LocalFolderSpec
     from flows.rag.verify import rag_verify
 
     config = _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
                         collection=collection, embedding_model=model)  # fmt: skip
-    with _one_line_errors(verbose, config):
+    with _one_line_errors(verbose, config), _run_settings(own_server):
         spec = LocalFolderSpec(path=str(path.expanduser().resolve())) if path else None
         result = rag_verify(config, spec, repair)
     drift = result["drift"]

@@ -68,6 +68,24 @@ def write_pdf(path: Path, title: str, body: list[str], password: str | None = No
     pdf.output(str(path))
 
 
+def write_sectioned_pdf(path: Path, sections: dict[str, list[str]]) -> None:
+    """A PDF with one page per section: its heading in a larger font, then its paragraphs."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for heading, paragraphs in sections.items():
+        pdf.add_page()
+        pdf.set_y(40)  # below the top 7% of the page, where unstructured calls any text a Header
+        pdf.set_font("Helvetica", size=18)
+        pdf.multi_cell(0, 12, heading, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(4)
+        pdf.set_font("Helvetica", size=11)
+        for paragraph in paragraphs:
+            pdf.multi_cell(0, 6, paragraph, new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(5)
+    pdf.output(str(path))
+
+
 def write_document(path: Path, topic: str) -> None:
     """Write ``topic`` as a document in the format of ``path``'s extension."""
     title = path.stem.replace("_", " ").title()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -26,6 +27,17 @@ SHORTCUT = "application/vnd.google-apps.shortcut"
 GDOC = "application/vnd.google-apps.document"
 NATIVE = "application/vnd.google-apps."
 EXPORT_LIMIT = 10 * 2**20
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def stamp(seq: int) -> str:
+    """A change's time as Drive writes it (RFC 3339, milliseconds, Z): one second per change, so later is larger."""
+    return (_EPOCH + timedelta(seconds=seq)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+# "root" is Drive's alias of My Drive's root folder, which has a real id of its own: files.get("root") answers
+# with that id and My Drive's items name it as their parent (developers.google.com/workspace/drive/api/guides/folder).
+MY_DRIVE_ALIAS = "root"
 
 
 @dataclass
@@ -44,6 +56,11 @@ class FakeFile:
     size_override: int | None = None  # pretend size in metadata (over-limit files, benchmark)
     md5: str | None = None
     target_mime: str = ""
+    # Drive permission resources (type, role, emailAddress, domain). Listed with the file only where Drive lists
+    # them: this account may share it (``can_share``) and it is not in a shared drive; else by permissions.list.
+    permissions: list[dict[str, Any]] = field(default_factory=list)
+    can_share: bool = True
+    revised: int = 0  # the change seq of the last content edit: the head revision's modifiedTime
 
     def resource(self) -> dict[str, Any]:
         res: dict[str, Any] = {
@@ -54,11 +71,13 @@ class FakeFile:
             "parents": [self.parent] if self.parent else [],
             "trashed": self.trashed,
             "version": str(self.version),
-            "modifiedTime": f"2026-01-01T00:00:{self.modified % 60:02d}.{self.modified:06d}Z",
+            "modifiedTime": stamp(self.modified),
             "webViewLink": f"https://drive.google.com/file/d/{self.id}/view",
         }
         if self.drive_id:
             res["driveId"] = self.drive_id
+        elif self.can_share:
+            res["permissions"] = self.permissions
         if not self.mime.startswith(NATIVE):
             res["md5Checksum"] = self.md5 or hashlib.md5(self.content).hexdigest()
             res["size"] = str(self.size_override if self.size_override is not None else len(self.content))
@@ -79,13 +98,20 @@ class FakeDrive:
     seq: int = 1
     _ids: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
-    calls: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # requests served, by Drive method ("files.list", ...)
+    my_drive: str = "0AFakeMyDriveRootUk9PVA"  # the real id behind the alias "root"
     # Every content request served: (file id, the export MIME type asked for, None for a plain download).
     downloads: list[tuple[str, str | None]] = field(default_factory=list)
     by_parent: dict[str, dict[str, None]] = field(default_factory=dict)  # parent -> ordered child ids
 
     def children(self, parent: str) -> list[FakeFile]:
         return [self.files[c] for c in self.by_parent.get(parent, {})]
+
+    def resolve(self, file_id: str) -> str:
+        return self.my_drive if file_id == MY_DRIVE_ALIAS else file_id
+
+    def my_drive_resource(self) -> dict[str, Any]:
+        return {"kind": "drive#file", "id": self.my_drive, "name": "My Drive", "mimeType": FOLDER, "parents": []}
 
     def _link(self, f: FakeFile) -> None:
         if f.parent:
@@ -116,6 +142,7 @@ class FakeDrive:
             self.files[fid] = f
             self._link(f)
             self._touch(f)
+            f.revised = f.modified
             return fid
 
     def add_quiet(self, f: FakeFile) -> None:
@@ -163,11 +190,31 @@ class FakeDrive:
             self.files[fid].content = content
             self.files[fid].md5 = None
             self._touch(self.files[fid])
+            self.files[fid].revised = self.files[fid].modified
 
     def rename(self, fid: str, name: str) -> None:
         with self.lock:
             self.files[fid].name = name
             self._touch(self.files[fid])
+
+    def share(self, fid: str, kind: str, value: str = "", role: str = "reader") -> None:
+        """A sharing change: a new version and a change record, but modifiedTime and the revisions stay."""
+        key = {"user": "emailAddress", "group": "emailAddress", "domain": "domain"}.get(kind)
+        with self.lock:
+            self.files[fid].permissions.append({"type": kind, "role": role, **({key: value} if key else {})})
+            self._reshared(self.files[fid])
+
+    def unshare(self, fid: str, kind: str, value: str = "") -> None:
+        with self.lock:
+            f = self.files[fid]
+            f.permissions = [
+                p for p in f.permissions if (p["type"], p.get("emailAddress") or p.get("domain") or "") != (kind, value)
+            ]
+            self._reshared(f)
+
+    def _reshared(self, f: FakeFile) -> None:
+        self._record(f.id)
+        f.version += 1
 
     def move(self, fid: str, parent: str) -> None:
         with self.lock:
@@ -227,8 +274,26 @@ _PARENT_RE = re.compile(r"'([^']+)' in parents")
 _MIME_RE = re.compile(r"mimeType\s*(=|!=)\s*'([^']+)'")
 
 
+def _parents(q: str, drive: FakeDrive) -> list[str]:
+    return [drive.resolve(p) for p in _PARENT_RE.findall(q)]
+
+
+def _method(path: str, qs: dict[str, str]) -> str:
+    """The Drive v3 method a request calls, as tests count them."""
+    if path in ("files", "changes", "drives"):
+        return f"{path}.list"
+    if path == "changes/startPageToken":
+        return "changes.getStartPageToken"
+    if path.endswith("/export"):
+        return "files.export"
+    if path.endswith(("/revisions", "/permissions")):
+        return path.rsplit("/", 1)[1] + ".list"
+    resource = path.split("/")[0]
+    return "files.get_media" if resource == "files" and qs.get("alt") == "media" else f"{resource}.get"
+
+
 def _match(q: str, drive: FakeDrive, f: FakeFile) -> bool:
-    parents = _PARENT_RE.findall(q)
+    parents = _parents(q, drive)
     if parents and f.parent not in parents:
         return False
     if re.search(r"trashed\s*=\s*false", q) and drive.effectively_trashed(f):
@@ -285,7 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path.removeprefix("/drive/v3/")
         drive, faults = self.server.drive, self.server.faults
         with drive.lock:
-            drive.calls[path.split("/")[0]] = drive.calls.get(path.split("/")[0], 0) + 1
+            method = _method(path, qs)
+            drive.calls[method] = drive.calls.get(method, 0) + 1
             if faults.unauthorized:
                 return self._error(401, "authError", "Invalid Credentials")
             fault = faults.pick()
@@ -311,10 +377,16 @@ class _Handler(BaseHTTPRequestHandler):
             if did not in drive.drives:
                 return self._error(404, "notFound", f"Shared drive not found: {did}")
             return self._send(200, {"id": did, "name": drive.drives[did]})
+        listed = re.fullmatch(r"files/([^/]+)/(revisions|permissions)", path)
+        if listed:
+            return self._file_list(drive.files[drive.resolve(listed.group(1))], listed.group(2))
         m = re.fullmatch(r"files/([^/]+)(/export)?", path)
         if not m:
             return self._error(404, "notFound", f"no route {path}")
-        f = drive.files[m.group(1)]
+        file_id = drive.resolve(m.group(1))
+        if file_id == drive.my_drive and not m.group(2) and qs.get("alt") != "media":
+            return self._send(200, drive.my_drive_resource())
+        f = drive.files[file_id]
         if m.group(2):
             if not f.mime.startswith(NATIVE) or f.mime == FOLDER:
                 return self._error(403, "fileNotExportable", "Only Google Docs can be exported")
@@ -333,6 +405,15 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self._send(200, f.resource())
 
+    def _file_list(self, f: FakeFile, what: str) -> None:
+        """revisions.list (the head revision only) and permissions.list: a shared drive's files answer both; in My
+        Drive only an account that may share the file, as a viewer sees neither its sharing nor its history."""
+        if not (f.can_share or (f.drive_id and what == "permissions")):
+            return self._error(403, "insufficientFilePermissions", "The user does not have sufficient permissions")
+        if what == "permissions":
+            return self._send(200, {"permissions": f.permissions})
+        return self._send(200, {"revisions": [{"id": f"r{f.revised}", "modifiedTime": stamp(f.revised)}]})
+
     def _media(self, content: bytes) -> None:
         rng = self.headers.get("Range")
         m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng or "")
@@ -350,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _list(self, qs: dict[str, str], drive: FakeDrive) -> None:
         q = qs.get("q", "")
-        parents = _PARENT_RE.findall(q)
+        parents = _parents(q, drive)
         pool = [f for p in parents for f in drive.children(p)] if parents else list(drive.files.values())
         items = sorted((f for f in pool if _match(q, drive, f)), key=lambda f: f.id)
         page, nxt = self._page(items, qs)
@@ -392,6 +473,38 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body["newStartPageToken"] = str(drive.seq + 1)
         self._send(200, body)
+
+
+@dataclass(frozen=True)
+class SimulatedDrive:
+    """A generated Drive of ``files`` files for pacing tests: nothing stored, file ``i``'s type and size are
+    ``CYCLE[i % 10]``, so a million files (60 TB) cost no memory and the bytes of any range have a closed form."""
+
+    files: int = 1_000_000
+    # (MIME type, size in bytes or None for a Google-native file): ten files, 600 MB with the export's 2 MiB.
+    CYCLE = (
+        ("application/pdf", 99_000_000),
+        (GDOC, None),
+        ("text/plain", 11_902_848),
+        ("application/pdf", 99_000_000),
+        ("video/mp4", 5_000_000_000),  # over max_file_mb: skipped at listing, never downloaded
+        ("application/pdf", 99_000_000),
+        ("application/pdf", 90_000_000),
+        ("application/pdf", 99_000_000),
+        ("application/pdf", 60_000_000),
+        ("application/pdf", 40_000_000),
+    )
+    EXPORT_BYTES = 2 * 2**20
+
+    def downloaded_bytes(self, start: int, stop: int) -> int:
+        """What downloading files ``start``..``stop - 1`` moves (exports at EXPORT_BYTES, skipped videos none)."""
+        per = [0 if mime == "video/mp4" else size or self.EXPORT_BYTES for mime, size in self.CYCLE]
+
+        def upto(n: int) -> int:
+            full, rest = divmod(n, len(per))
+            return full * sum(per) + sum(per[:rest])
+
+        return upto(stop) - upto(start)
 
 
 class _Server(ThreadingHTTPServer):

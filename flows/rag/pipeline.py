@@ -5,7 +5,8 @@
   model when the first group is ready, so the parsers are already at work while it loads); on a CPU its forward
   pass leaves the parsers still at work their cores. A group is embedded when it is full or when no parse has
   finished for a few seconds, and a large document goes in slices (embed_queue.py), so neither a slow parse nor
-  a long embedding holds back the other files' outcomes;
+  a long embedding holds back the other files' outcomes; forward passes are bounded by padded tokens and halved
+  after a GPU out-of-memory error, and a chunk that does not fit even alone fails its document, not the batch;
 * one writer thread upserts each group, drops the stale points of the documents it completes, then records
   them indexed.
 
@@ -23,9 +24,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from flows.common import progress
 from flows.rag.config import RagConfig
-from flows.rag.embed import Embedder, forward_threads
+from flows.rag.duplicates import DuplicatePlan, Original, key_of, originals, plan_duplicates
+from flows.rag.embed import Embedder, forward_threads, too_large_reason
 from flows.rag.embed_queue import EmbedQueue, Slice
 from flows.rag.ids import point_id
 from flows.rag.ledger import FAILED, INDEXED, SKIPPED, DocumentOutcome, RagLedger
@@ -66,24 +70,33 @@ class BatchReport:
         }
 
 
+def document_fields(source_id: str, ref: DocumentRef) -> dict[str, Any]:
+    """The payload fields that come from the document, not from a chunk: a copy by checksum (duplicates.py)
+    takes the other document's chunks with these of its own."""
+    return {
+        "source_id": source_id,
+        "doc_id": ref.doc_id,
+        "version": ref.version,
+        "title": ref.name,
+        "path": ref.path,
+        "link": ref.link,
+        "mime_type": ref.mime_type,
+        "modified": ref.modified,
+        "readers": list(ref.readers),  # who may see it: search --as filters on it (flows/rag/readers.py)
+    }
+
+
 def chunk_payloads(source_id: str, piece: Slice) -> list[dict[str, Any]]:
-    ref = piece.ref
+    fields = document_fields(source_id, piece.ref)
     return [
         {
             "text": chunk.text,
-            "source_id": source_id,
-            "doc_id": ref.doc_id,
-            "version": ref.version,
-            "title": ref.name,
-            "path": ref.path,
-            "link": ref.link,
-            "mime_type": ref.mime_type,
+            **fields,
             "page": chunk.page,
             "section": chunk.section,
             "ocr": chunk.ocr,  # the chunk's text was read by OCR (a scanned page or an image)
             "attachment": chunk.attachment,  # the e-mail attachment it came from, within the message's document
             "chunk_index": index,
-            "modified": ref.modified,
         }
         for index, chunk in enumerate(piece.parsed.chunks[piece.start : piece.end], start=piece.start)
     ]
@@ -187,7 +200,9 @@ class BatchIndexer:
         self.ledger.mark_pending(self.source.source_id, refs, self.config.embedding_model, self.store.collection)
         # What the source's listing found not indexable (flows/rag/indexable.py) is recorded, never fetched.
         problems = [DocumentOutcome(ref, SKIPPED, ref.skip_reason) for ref in refs if ref.skip_reason]
-        to_parse = [ref for ref in refs if not ref.skip_reason]
+        # A copy of content already indexed takes its chunks and vectors: never fetched, parsed or embedded.
+        duplicates = self._plan_duplicates([ref for ref in refs if not ref.skip_reason])
+        to_parse = duplicates.fetch + [ref for ref, original in duplicates.copies if not self._copy(ref, original)]
 
         writes: list[Future[None]] = []
         queue = EmbedQueue()
@@ -214,22 +229,75 @@ class BatchIndexer:
                 # A full group, or nothing parsed for a while (or nothing left to parse): embed and record.
                 if queue and (queue.chunks >= _GROUP_CHUNKS or not done):
                     busy_parsers = min(self.parsers.workers, len(pending))
-                    group = queue.take(_GROUP_CHUNKS)
-                    writes.append(writer.submit(self._write_group, group, self._embed(group, busy_parsers)))
+                    group, vectors, out_of_memory = self._embed(queue.take(_GROUP_CHUNKS), busy_parsers)
+                    if out_of_memory:
+                        queue.discard({outcome.ref.doc_id for outcome in out_of_memory})
+                        writes.append(writer.submit(self._write_problems, out_of_memory))
+                    writes.append(writer.submit(self._write_group, group, vectors))
                     self._raise_write_errors(writes)
             for write in writes:
                 write.result()  # surfaces a Qdrant or ledger failure as the batch's error
+        self._follow(duplicates.followers)
         self.report.seconds["total"] = time.perf_counter() - started
         return self.report
 
-    def _embed(self, group: list[Slice], busy_parsers: int) -> Any:
+    # -- copies by checksum (duplicates.py) -------------------------------------------------------------
+    def _plan_duplicates(self, refs: list[DocumentRef]) -> DuplicatePlan:
+        versions = [ref.version for ref in refs if key_of(ref) is not None]
+        rows = self.ledger.indexed_with_versions(versions, self.config.embedding_model, self.store.collection)
+        return plan_duplicates(refs, originals(rows))
+
+    def _copy(self, ref: DocumentRef, original: Original) -> bool:
+        """Write ``original``'s points as ``ref``'s and record it indexed; False (nothing written) when the
+        original's points are not all there (it changed or went since the ledger was read): fetch it then."""
+        points = self.store.document_points(original.source_id, original.doc_id)
+        if len(points) != original.chunk_count:
+            return False
+        source_id = self.source.source_id
+        fields = document_fields(source_id, ref)
+        if points:
+            ids = [point_id(source_id, ref.doc_id, int(payload["chunk_index"])) for payload, _ in points]
+            vectors = np.asarray([vector for _, vector in points], dtype=np.float32)
+            self.store.upsert(ids, vectors, [payload | fields for payload, _ in points])
+        self.store.delete_stale(source_id, {ref.doc_id: ref.version})
+        reason = f"same content as {original.doc_id}: its chunks and vectors reused"
+        self._record([DocumentOutcome(ref, INDEXED, reason, original.chunk_count, original.split_chunks)])
+        return True
+
+    def _follow(self, followers: dict[str, list[DocumentRef]]) -> None:
+        """Copies of a document fetched in this batch, now that it is written: its chunks, or its outcome. A copy
+        whose original's points changed meanwhile stays pending, for the next sync."""
+        outcomes = {outcome.ref.doc_id: outcome for outcome in self.report.outcomes}
+        source_id = self.source.source_id
+        for leader_id, copies in followers.items():
+            leader = outcomes[leader_id]
+            if leader.status != INDEXED:
+                reason = f"same content as {leader.ref.path}: {leader.reason}"
+                self._write_problems([DocumentOutcome(ref, leader.status, reason) for ref in copies])
+                continue
+            original = Original(source_id, leader_id, leader.chunk_count, leader.split_chunks)
+            for ref in copies:
+                self._copy(ref, original)
+
+    def _embed(self, group: list[Slice], busy_parsers: int) -> tuple[list[Slice], Any, list[DocumentOutcome]]:
+        """The group's vectors; a document with a chunk that does not fit the GPU's memory even alone fails (and
+        leaves the group) instead of failing the batch."""
         embedder = self.load_embedder()
         started = time.perf_counter()
         token_ids = [chunk.token_ids for piece in group for chunk in piece.parsed.chunks[piece.start : piece.end]]
         threads = forward_threads(embedder.cpu_threads, busy_parsers)
-        vectors = embedder.embed_token_ids(token_ids, self.config.embed_batch_size, threads)
+        config = self.config
+        embedded = embedder.embed_chunks(token_ids, config.embed_batch_size, threads, config.embed_batch_tokens)
         self.report.seconds["embed"] += time.perf_counter() - started
-        return vectors
+        if not embedded.failed:
+            return group, embedded.vectors, []
+        owner = [piece.ref.doc_id for piece in group for _ in range(piece.start, piece.end)]  # per row
+        reasons: dict[str, str] = {}
+        for row in embedded.failed:
+            reasons.setdefault(owner[row], too_large_reason(len(token_ids[row])))
+        kept_rows = [row for row, doc_id in enumerate(owner) if doc_id not in reasons]
+        failed = [DocumentOutcome(p.ref, FAILED, reasons[p.ref.doc_id]) for p in group if p.ref.doc_id in reasons]
+        return [p for p in group if p.ref.doc_id not in reasons], embedded.vectors[kept_rows], failed
 
     @staticmethod
     def _raise_write_errors(writes: list[Future[None]]) -> None:

@@ -14,7 +14,7 @@ from flows.rag.sources.base import ChangeSet, DocumentRef, KnownDocument
 class SyncPlan:
     new: list[DocumentRef] = field(default_factory=list)
     changed: list[DocumentRef] = field(default_factory=list)
-    refreshed: list[DocumentRef] = field(default_factory=list)  # same content, new name/path/mtime
+    refreshed: list[DocumentRef] = field(default_factory=list)  # same content, new name/path/mtime/readers
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     kept_unseen: int = 0  # known documents the listing could not see: neither removed nor re-checked
@@ -31,7 +31,7 @@ class SyncPlan:
 def known_documents(entries: Mapping[str, LedgerEntry]) -> dict[str, KnownDocument]:
     """The part of the ledger a source may use to skip work (e.g. re-hashing unchanged files)."""
     return {
-        doc_id: KnownDocument(version=e.version, size=e.size, mtime_ns=e.mtime_ns)
+        doc_id: KnownDocument(version=e.version, size=e.size, mtime_ns=e.mtime_ns, modified=e.modified)
         for doc_id, e in entries.items()
         if e.status != DELETED
     }
@@ -42,7 +42,8 @@ def plan_sync(changes: ChangeSet, entries: Mapping[str, LedgerEntry], model: str
 
     * new: not in the ledger, or deleted before;
     * changed: another version, an unfinished (pending) ingest, or indexed with another model;
-    * refreshed: same version but another name, path, size or mtime: metadata only, no re-embedding;
+    * refreshed: same version but another name, path, size, mtime or readers (a sharing change): metadata only,
+      no re-embedding;
     * removed: gone from a complete listing, or reported removed by an incremental feed; a document the
       listing could not see (under an unreadable folder, itself unreadable) is kept as it is, never removed.
     Failed and skipped documents are retried when their version changes, or when the listing's verdict on
@@ -61,11 +62,12 @@ def plan_sync(changes: ChangeSet, entries: Mapping[str, LedgerEntry], model: str
             or verdict_changed(entry, ref)
         ):
             plan.changed.append(ref)
-        elif (entry.name, entry.path, entry.size, entry.mtime_ns) != (
+        elif (entry.name, entry.path, entry.size, entry.mtime_ns, entry.readers) != (
             ref.name,
             ref.path,
             ref.size,
             ref.mtime_ns,
+            ref.readers,
         ):
             plan.refreshed.append(ref)
         else:

@@ -66,8 +66,8 @@ class RagResources:
 
     @property
     def store(self) -> VectorStore:
-        """Opened on first use: a dispatching rag-sync never opens it (embedded Qdrant admits one process), nor does
-        a sync with nothing to do (embedded Qdrant reads every point when it opens)."""
+        """Opened on first use: a dispatching rag-sync never opens it (the embedded store admits one process), nor does
+        a sync with nothing to do."""
         if self._store is None:
             self._store = open_store(self.connections, self.config.embedding_model)
         return self._store
@@ -88,13 +88,12 @@ class RagResources:
 
 
 def open_store(connections: Connections, model: str) -> VectorStore:
-    from flows.rag.store import VectorStore, open_qdrant  # qdrant-client takes 0.7 s to import; not every run needs it
+    from flows.rag.store import open_vector_store  # an engine takes up to 0.7 s to import; not every run needs it
 
     target = connections.qdrant
-    client = open_qdrant(target.url, target.api_key, connections.qdrant_path)
-    store = VectorStore(client, connections.collection, model, model_dimension(model))
-    store.ensure_collection()
-    return store
+    return open_vector_store(
+        target.url, target.api_key, connections.qdrant_path, connections.collection, model, model_dimension(model)
+    )
 
 
 def open_resources(config: RagConfig) -> RagResources:

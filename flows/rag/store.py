@@ -1,168 +1,81 @@
-"""The vector store: one Qdrant collection per embedding model, read through an alias.
+"""The vector store: one collection per embedding model, read through an alias, on one of two engines.
 
-Embedded (``QdrantClient(path=...)``) by default, a server by URL and API key in production.
+- A Qdrant server by URL and API key (production): flows/rag/store_server.py, through qdrant-client.
+- Embedded (the default): Qdrant Edge in this process, flows/rag/store_edge.py: a shard directory per model
+  and the alias recorded in a file.
+
+Both take the same calls from the flows; filters come in a neutral form that each engine translates.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-from flows.common.errors import ServiceUnavailable, SwarmError
-from flows.common.retry import RetryPolicy
+from flows.common.errors import SwarmError
 from flows.rag.ids import collection_name
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes
 
-log = logging.getLogger(__name__)
+# For each (payload field, values): the field must match one of the values (a list-valued field: any element).
+Must = Sequence[tuple[str, list[str]]]
 
-# Server answers worth another try: rate limit, and a proxy or server that is briefly down or overloaded.
-TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
-
-# Payload fields that filters use get an index (a no-op in embedded mode, essential on a server).
-_INDEXED_FIELDS = {
-    "source_id": models.PayloadSchemaType.KEYWORD,
-    "doc_id": models.PayloadSchemaType.KEYWORD,
-    "version": models.PayloadSchemaType.KEYWORD,
-    "mime_type": models.PayloadSchemaType.KEYWORD,
-    "path": models.PayloadSchemaType.KEYWORD,
-    "page": models.PayloadSchemaType.INTEGER,
+# Payload fields that filters use, and their kind; both engines index them.
+INDEXED_FIELDS: dict[str, str] = {
+    "source_id": "keyword",
+    "doc_id": "keyword",
+    "version": "keyword",
+    "mime_type": "keyword",
+    "path": "keyword",
+    "page": "integer",
+    "readers": "keyword",  # search --as (flows/rag/readers.py)
 }
-
-_clients: dict[str, QdrantClient] = {}
-_clients_lock = threading.Lock()
-
-
-@atexit.register
-def _close_clients() -> None:
-    # Embedded storage is flushed and unlocked on close; closing during interpreter teardown fails.
-    with _clients_lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
-
-
-def open_qdrant(url: str | None, api_key: str | None, path: Path) -> QdrantClient:
-    """One client per location and process: embedded storage allows a single client at a time."""
-    key = url or f"path:{path.resolve()}"
-    with _clients_lock:
-        if key in _clients:
-            return _clients[key]
-        try:
-            if url:
-                client = QdrantClient(url=url, api_key=api_key, timeout=30)
-                client.get_collections()
-            else:
-                path.mkdir(parents=True, exist_ok=True)
-                client = QdrantClient(path=str(path))
-        except RuntimeError as exc:
-            raise ServiceUnavailable(
-                f"embedded Qdrant at {path} is in use by another process; wait for it to finish"
-                " or use a Qdrant server (--qdrant-url)"
-            ) from exc
-        except Exception as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise ServiceUnavailable(f"cannot reach Qdrant at {url}: {reason}") from exc
-        _clients[key] = client
-        return client
-
-
-def _doc_filter(source_id: str, doc_ids: Sequence[str]) -> models.Filter:
-    return models.Filter(
-        must=[
-            models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id)),
-            models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids))),
-        ]
-    )
 
 
 class UpsertError(SwarmError):
-    """Qdrant refused a write for good (a 400: bad vector size, payload...), or stayed unreachable."""
+    """The store refused a write for good (a 400: bad vector size, payload...), or stayed unreachable."""
 
 
-def _is_transient(exc: Exception) -> bool:
-    # ResponseHandlingException wraps the transport's errors: connection reset or refused, timeouts.
-    if isinstance(exc, UnexpectedResponse):
-        return exc.status_code in TRANSIENT_STATUS
-    return isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError)
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
 
 
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, UnexpectedResponse):
-        detail = " ".join(exc.content.decode("utf-8", "replace").split())[:200]
-        return f"HTTP {exc.status_code} {exc.reason_phrase}: {detail}"
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+class VectorStore(ABC):
+    """This model's collection (``collection``), and the alias readers query (``alias``)."""
 
-
-class VectorStore:
-    def __init__(
-        self,
-        client: QdrantClient,
-        alias: str,
-        model: str,
-        dim: int,
-        *,
-        request_budget_bytes: int = DEFAULT_BUDGET_BYTES,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self.client = client
-        self.request_budget_bytes = request_budget_bytes
-        self.retry = retry or RetryPolicy(max_attempts=6, base_s=0.5, cap_s=8.0)
-        options = client.init_options
-        self.embedded = options.get("path") is not None or options.get("location") == ":memory:"
+    def __init__(self, alias: str, model: str, dim: int, *, request_budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.alias = alias
+        self.model = model
         self.dim = dim
         self.collection = collection_name(alias, model, dim)
+        self.request_budget_bytes = request_budget_bytes
 
+    @abstractmethod
     def ensure_collection(self) -> None:
         """Create this model's collection and its payload indexes; the first one also gets the alias."""
-        if not self.client.collection_exists(self.collection):
-            self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
-            )
-            if not self.embedded:  # embedded Qdrant filters by scanning; it has no payload indexes
-                for field, schema in _INDEXED_FIELDS.items():
-                    self.client.create_payload_index(self.collection, field, field_schema=schema)
-        if self.alias_target() is None:
-            self.publish()
-        if self.embedded:
-            self._relax_embedded_fsync()
 
-    def _relax_embedded_fsync(self) -> None:
-        """qdrant-client's embedded storage commits every point to SQLite in rollback-journal mode: one fsync
-        per point (~14 ms on this kind of disk). WAL with synchronous=NORMAL keeps each commit atomic and
-        durable across a killed process (what the crash test checks); only a power cut can lose the last
-        commits. Best effort: these are qdrant-client internals, so a missing attribute means "leave as is"."""
-        collection = getattr(getattr(self.client, "_client", None), "collections", {}).get(self.collection)
-        connection = getattr(getattr(collection, "storage", None), "storage", None)
-        if connection is not None:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-
+    @abstractmethod
     def alias_target(self) -> str | None:
-        for alias in self.client.get_aliases().aliases:
-            if alias.alias_name == self.alias:
-                return alias.collection_name
-        return None
+        """The collection the alias serves, None before the first publish."""
 
+    @abstractmethod
     def publish(self) -> None:
-        """Point the alias at this collection in one atomic operation (readers never see a gap)."""
-        operations: list[Any] = []
-        if self.alias_target() is not None:
-            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias)))
-        operations.append(
-            models.CreateAliasOperation(
-                create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.alias)
-            )
-        )
-        self.client.update_collection_aliases(change_aliases_operations=operations)
+        """Point the alias at this collection in one atomic step (readers never see a gap)."""
+
+    @abstractmethod
+    def collections(self) -> list[str]:
+        """Every collection's name, sorted."""
+
+    @abstractmethod
+    def drop_collection(self, name: str) -> None:
+        """Delete collection ``name`` and its points; nothing when it does not exist."""
 
     def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
         """Write points in requests below the byte budget, whatever the document's size; upserts by id are
@@ -171,72 +84,61 @@ class VectorStore:
             raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
         sizes = [point_bytes(self.dim, payload) for payload in payloads]
         for batch in byte_batches(sizes, self.request_budget_bytes):
-            points = [models.PointStruct(id=ids[i], vector=vectors[i].tolist(), payload=payloads[i]) for i in batch]
-            self._upsert_with_retry(points)
+            self._write([ids[i] for i in batch], [vectors[i].tolist() for i in batch], [payloads[i] for i in batch])
 
-    def _upsert_with_retry(self, points: list[models.PointStruct]) -> None:
-        attempts = self.retry.max_attempts
-        for attempt in range(attempts):
-            try:
-                self.client.upsert(self.collection, points=points, wait=True)
-                return
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise UpsertError(
-                        f"Qdrant refused {len(points)} points for {self.collection}: {_one_line(exc)}"
-                    ) from exc
-                if attempt + 1 == attempts:
-                    raise UpsertError(
-                        f"Qdrant write to {self.collection} failed {attempts} times: {_one_line(exc)}"
-                    ) from exc
-                wait = self.retry.delay(attempt)
-                log.warning("Qdrant write failed (%s); retrying in %.1f s", _one_line(exc), wait)
-                self.retry.sleep(wait)
+    @abstractmethod
+    def _write(self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]) -> None:
+        """One request's points, already within the byte budget."""
 
+    @abstractmethod
     def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:
-        """Drop each document's points of any version but the given one (after its new points are written).
+        """Drop each document's points of any version but the given one (after its new points are written),
+        in one delete for all of them."""
 
-        One delete for all of them: embedded Qdrant evaluates a filter point by point, so a delete per
-        document made a 300-file ingest rescan the whole collection 300 times (writes took 8% of its wall).
-        """
-        if not versions:
-            return
-        per_document = [
-            models.Filter(
-                must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))],
-                must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=version))],
-            )
-            for doc_id, version in versions.items()
-        ]
-        selector = _doc_filter(source_id, list(versions))
-        selector.should = per_document
-        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+    @abstractmethod
+    def delete_documents(self, source_id: str, doc_ids: Sequence[str]) -> None: ...
 
-    def delete_documents(self, source_id: str, doc_ids: Sequence[str]) -> None:
-        if doc_ids:
-            selector = models.FilterSelector(filter=_doc_filter(source_id, doc_ids))
-            self.client.delete(self.collection, points_selector=selector, wait=True)
+    @abstractmethod
+    def set_document_metadata(self, source_id: str, doc_id: str, metadata: dict[str, Any]) -> None: ...
 
-    def set_document_metadata(self, source_id: str, doc_id: str, metadata: dict[str, Any]) -> None:
-        self.client.set_payload(self.collection, payload=metadata, points=_doc_filter(source_id, [doc_id]))
+    @abstractmethod
+    def count(self, source_id: str | None = None) -> int: ...
 
-    def count(self, source_id: str | None = None) -> int:
-        flt = None
-        if source_id:
-            flt = models.Filter(must=[models.FieldCondition(key="source_id", match=models.MatchValue(value=source_id))])
-        return self.client.count(self.collection, count_filter=flt, exact=True).count
+    @abstractmethod
+    def points(self, fields: Sequence[str] | None = None, page: int = 1024) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every point's id and payload (only ``fields`` of it; all of it when None), no vectors, a page at a time."""
+
+    @abstractmethod
+    def document_points(self, source_id: str, doc_id: str) -> list[tuple[dict[str, Any], list[float]]]:
+        """One document's points as (payload, vector): what a copy of it with the same content reuses
+        (flows/rag/duplicates.py)."""
 
     def payloads(self, fields: Sequence[str], page: int = 1024) -> Iterator[dict[str, Any]]:
-        """Every point's payload, only ``fields`` of it and no vectors, one page at a time."""
-        offset = None
-        while True:
-            points, offset = self.client.scroll(
-                self.collection, limit=page, offset=offset, with_payload=list(fields), with_vectors=False
-            )
-            for point in points:
-                yield point.payload or {}
-            if offset is None:
-                return
+        """Every point's payload, only ``fields`` of it."""
+        return (payload for _, payload in self.points(fields, page))
 
-    def search(self, vector: Sequence[float], limit: int) -> list[models.ScoredPoint]:
-        return self.client.query_points(self.alias, query=list(vector), limit=limit, with_payload=True).points
+    @abstractmethod
+    def search(self, vector: Sequence[float], limit: int, must: Must = ()) -> list[Hit]:
+        """The ``limit`` points of the served collection (the alias) closest to ``vector`` among those that
+        match ``must``."""
+
+    @abstractmethod
+    def optimize(self) -> None:
+        """Index what was written since the last call (a bulk write ends here); a server does it by itself."""
+
+
+def open_vector_store(
+    url: str | None, api_key: str | None, path: Path, alias: str, model: str, dim: int
+) -> VectorStore:
+    """The server's store when ``url`` is set, else the embedded one under ``path``; its collection ensured."""
+    store: VectorStore
+    if url:
+        from flows.rag.store_server import ServerStore, open_qdrant
+
+        store = ServerStore(open_qdrant(url, api_key), alias, model, dim)
+    else:
+        from flows.rag.store_edge import EdgeStore, open_edge
+
+        store = EdgeStore(open_edge(path), alias, model, dim)
+    store.ensure_collection()
+    return store

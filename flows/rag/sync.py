@@ -9,9 +9,11 @@ at once, and waits for all of them; rag-sync then never opens Qdrant itself (emb
 Either way the stats are the ledger's record of the sync's documents, and a log line tells each stage.
 Reads the source and the ledger; writes Qdrant and the ledger (itself or through its children).
 Safe to re-run at any time, also after a crash: the ledger says what is still to do, and the cursor is only
-saved once every batch completed. The embedding model is decided once per sync (``choose_model``) and
-travels with every batch, so nodes with different ``SWARM_EMBEDDING_MODEL`` settings never re-embed silently,
-and a model migration that an explicit run left unfinished is carried on by the next syncs, not undone.
+saved once every batch completed. A Drive plan is first cut to the day's Drive budget (flows/rag/pacing.py); a sync
+that held documents back does not save the cursor either, so the next run plans them again and goes on.
+The embedding model is decided once per sync (``choose_model``) and travels with every batch, so nodes with
+different ``SWARM_EMBEDDING_MODEL`` settings never re-embed silently, and a model migration that an explicit run
+left unfinished is carried on by the next syncs, not undone.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from pydantic import Field
 
 from flows.common import progress
 from flows.common.errors import ConfigError
-from flows.rag import batches
+from flows.rag import batches, pacing
 from flows.rag.alias import publish_pending
+from flows.rag.backfill import render_backfill
 from flows.rag.batches import BatchJob
 from flows.rag.config import RagConfig, RagOptions, load_config
 from flows.rag.ingest_batch import run_batch
@@ -209,9 +212,19 @@ def sync_source(
     max_in_flight: int,
     log: logging.LoggerAdapter | logging.Logger,
 ) -> dict[str, Any]:
-    """Plan, run the batch jobs (here or on the deployment), save the cursor; the stats, the same either way."""
+    """Plan, pace (Drive), run the batch jobs (here or on the deployment), save the cursor unless the budget held
+    documents back; the stats, the same either way."""
     config: RagConfig = resources.config
     plan, changes = plan_changes(resources, source, src)
+    # A Drive plan is cut to the day's budget; what waits is planned again by the next run (no cursor saved).
+    plan, backfill = pacing.pace_sync(resources.ledger, config, src, plan, pacing.clock())
+    if backfill is not None:
+        create_markdown_artifact(render_backfill(backfill), key="rag-backfill", description="Drive backfill")
+        if backfill.paced:
+            log.info(
+                f"paced: {backfill.admitted_files} files admitted today, {backfill.remaining_files} wait for the"
+                f" next runs (Drive budget of {backfill.day}); all admitted by {backfill.eta:%Y-%m-%d %H:%M} UTC"
+            )
     incomplete = listing_warning(changes, plan)
     if incomplete:
         log.warning(incomplete)
@@ -245,7 +258,10 @@ def sync_source(
     update_progress_artifact(progress_id, progress=100.0)
     if jobs:
         log_publish(log, resources)
-    resources.ledger.set_cursor(src.source_id, changes.next_cursor)
+    if api := pacing.drive_api(src):
+        pacing.book_calls(resources.ledger.db, api, pacing.clock())  # calls made by this run's own batches
+    if backfill is None or not backfill.paced:
+        resources.ledger.set_cursor(src.source_id, changes.next_cursor)
     return {
         "source": src.source_id,
         "dispatch": dispatch,
@@ -267,4 +283,5 @@ def sync_source(
         "embedding_model": config.embedding_model,
         "warnings": [incomplete] if incomplete else [],
         "problems": [list(p) for p in resources.ledger.problems(src.source_id)] + listing_problems(changes),
+        "backfill": backfill.as_dict() if backfill else None,
     }

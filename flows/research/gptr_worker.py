@@ -5,8 +5,12 @@ venv and this script is its only entry point: a JSON job on stdin, one JSON resu
 It imports nothing from the project (the project is not installed in that venv).
 
 Offline by construction: the retriever is SearXNG only, LLM and embeddings go to the configured
-OpenAI-compatible gateway, tiktoken's cost estimates (which download encoding files on first use) are
-replaced by a character count, and telemetry/cost-map downloads are switched off.
+OpenAI-compatible gateway, gpt-researcher's tiktoken cost estimates (which download encoding files on first use)
+are not computed, and telemetry/cost-map downloads are switched off.
+
+Costs are measured, not estimated: every response of the gateway is recorded as it arrived (the request's
+model, the body's model and usage, LiteLLM's cost header) and handed back raw in ``calls``; the flow sums them
+per model with the same code as batch inference (flows/inference/usage.py).
 """
 
 from __future__ import annotations
@@ -26,23 +30,43 @@ OFFLINE_ENV = {
     "ANONYMIZED_TELEMETRY": "False",
     "HF_HUB_OFFLINE": "1",
 }
-
-# Per-token prices used by gpt-researcher's own estimate (USD), applied to ~4 characters per token.
-INPUT_COST_PER_TOKEN = 0.000005
-OUTPUT_COST_PER_TOKEN = 0.000015
-EMBEDDING_COST_PER_TOKEN = 0.02 / 1_000_000
+# The LiteLLM proxy's cost of one response, in USD; flows/inference/usage.py's name, which this venv cannot import.
+COST_HEADER = "x-litellm-response-cost"
+METERED_PATHS = ("/chat/completions", "/completions", "/embeddings")
 
 
-def approx_tokens(text: str) -> int:
-    return (len(text) + 3) // 4
+class Meter:
+    """The gateway's successful answers, one record each, in the shape flows/research/runs.py reads."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def note(self, request: Any, response: Any, stream: bool) -> None:
+        if not response.is_success or not response.url.path.endswith(METERED_PATHS):
+            return
+        try:
+            sent = json.loads(request.content or b"{}")
+        except ValueError:
+            sent = {}
+        body: Any = None
+        if not stream:  # a streamed body is not read yet; its record says usage and cost are unknown
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        body = body if isinstance(body, dict) else {}
+        self.calls.append(
+            {
+                "request_model": sent.get("model") if isinstance(sent, dict) else None,
+                "response": {"model": body.get("model"), "usage": body.get("usage")},
+                "cost_header": response.headers.get(COST_HEADER),
+            }
+        )
 
 
-def estimate_llm_cost(input_content: str, output_content: str) -> float:
-    return approx_tokens(input_content) * INPUT_COST_PER_TOKEN + approx_tokens(output_content) * OUTPUT_COST_PER_TOKEN
-
-
-def estimate_embedding_cost(model: str, docs: list) -> float:
-    return sum(approx_tokens(str(d)) for d in docs) * EMBEDDING_COST_PER_TOKEN
+def no_estimate(*args: Any, **kwargs: Any) -> float:
+    """gpt-researcher's own cost estimate is not used: the gateway's numbers are."""
+    return 0.0
 
 
 def configure(job: dict[str, Any]) -> None:
@@ -65,15 +89,48 @@ def configure(job: dict[str, Any]) -> None:
 
 
 def patch_costs() -> None:
-    """Replace the tiktoken-based estimates everywhere gpt-researcher bound them."""
+    """Switch off the tiktoken-based estimates everywhere gpt-researcher bound them."""
     import gpt_researcher.context.compression as compression
     import gpt_researcher.utils.costs as costs
     import gpt_researcher.utils.llm as llm_utils
 
-    costs.estimate_llm_cost = estimate_llm_cost
-    costs.estimate_embedding_cost = estimate_embedding_cost
-    llm_utils.estimate_llm_cost = estimate_llm_cost
-    compression.estimate_embedding_cost = estimate_embedding_cost
+    costs.estimate_llm_cost = no_estimate
+    costs.estimate_embedding_cost = no_estimate
+    llm_utils.estimate_llm_cost = no_estimate
+    compression.estimate_embedding_cost = no_estimate
+
+
+def meter_gateway(meter: Meter) -> None:
+    """Record every response the OpenAI client (chat and embeddings alike) gets, at its one send hook."""
+    from openai import _base_client as base
+
+    sync_send, async_send = base.SyncAPIClient._send_request, base.AsyncAPIClient._send_request
+
+    def send(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        response = sync_send(self, request, stream=stream, **kwargs)
+        meter.note(request, response, stream)
+        return response
+
+    async def asend(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+        response = await async_send(self, request, stream=stream, **kwargs)
+        meter.note(request, response, stream)
+        return response
+
+    base.SyncAPIClient._send_request = send
+    base.AsyncAPIClient._send_request = asend
+
+
+def answer_whole() -> None:
+    """gpt-researcher streams its report to a websocket when it has one; without one (here) the report is asked
+    for whole, since LiteLLM sends a streamed answer's headers, its cost header among them, before it knows it."""
+    from gpt_researcher.llm_provider.generic.base import GenericLLMProvider
+
+    streamed = GenericLLMProvider.get_chat_response
+
+    async def get_chat_response(self: Any, messages: Any, stream: bool, websocket: Any = None, **kwargs: Any) -> Any:
+        return await streamed(self, messages, stream and websocket is not None, websocket, **kwargs)
+
+    GenericLLMProvider.get_chat_response = get_chat_response
 
 
 async def research(job: dict[str, Any]) -> dict[str, Any]:
@@ -94,19 +151,23 @@ async def research(job: dict[str, Any]) -> dict[str, Any]:
     ]
     known = {s["url"] for s in sources}
     sources += [{"url": u, "title": ""} for u in researcher.get_source_urls() if u not in known]
-    return {"report": report, "sources": sources, "cost_usd": float(researcher.get_costs())}
+    return {"report": report, "sources": sources}
 
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
     configure(job)
     t0 = time.monotonic()
+    meter = Meter()
     try:
         patch_costs()
+        meter_gateway(meter)
+        answer_whole()
         result = asyncio.run(research(job))
-        result.update(ok=True, duration_s=time.monotonic() - t0)
+        result.update(ok=True)
     except Exception as exc:  # report every failure as data; the flow records it
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "duration_s": time.monotonic() - t0}
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    result.update(calls=meter.calls, duration_s=time.monotonic() - t0)  # a failed query's calls cost too
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     return 0
 

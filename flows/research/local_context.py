@@ -10,19 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from flows.rag.config import load_config
-from flows.rag.embed import get_embedder
+from flows.rag.embed import embed_queries
 from flows.rag.resources import open_resources
+from flows.rag.store import Must
 
 
-def retrieve_local_context(queries: list[str], rag_config: dict[str, Any] | None, k: int) -> dict[str, list[dict]]:
-    """query -> up to ``k`` payloads of the closest chunks (text, title, path). Raises SwarmError when the
-    ledger or Qdrant cannot be opened."""
+def retrieve_local_context(
+    queries: list[str], rag_config: dict[str, Any] | None, k: int, must: Must = ()
+) -> dict[str, list[dict]]:
+    """query -> up to ``k`` payloads of the closest chunks (text, title, path) that match ``must`` (a reader's
+    filter on ``readers``, flows/rag/readers.py). Raises SwarmError when the ledger or Qdrant cannot be opened.
+    The queries are embedded as embed_queries decides: on the CPU unless the device is cuda, then holding the
+    node's GPU slot (``gpu:thanos``)."""
     config = load_config(rag_config)
     store = open_resources(config).store
-    embedder = get_embedder(config.embedding_model, config.device, config.embed_precision)
-    vectors = embedder.embed_texts(queries)
+    vectors = embed_queries(config, queries)
     pairs = zip(queries, vectors, strict=True)
-    return {query: [hit.payload or {} for hit in store.search(vector, k)] for query, vector in pairs}
+    return {query: [hit.payload or {} for hit in store.search(vector, k, must=must)] for query, vector in pairs}
 
 
 def write_context_files(chunks: list[dict[str, Any]], folder: Path) -> Path | None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from flows.inference.usage import usage_rows
 from flows.research.runs import QueryResult
 
 
+def cost_text(cost_usd: float | None) -> str:
+    return "unknown" if cost_usd is None else f"${cost_usd:.6f}"
+
+
 def report_markdown(r: QueryResult) -> str:
-    """The report followed by its sources and run facts, as stored in the file and the artifact."""
+    """The report followed by its sources, the tokens and cost the gateway reported per model, and run facts, as
+    stored in the file and the artifact."""
     lines = [r.report.rstrip(), "", "---", f"Query: {r.query}", ""]
     if r.sources:
         lines += [
@@ -14,7 +20,16 @@ def report_markdown(r: QueryResult) -> str:
             *[f"- [{s.get('title') or s.get('url')}]({s.get('url')})" for s in r.sources],
             "",
         ]
-    lines.append(f"Cost (estimate): ${r.cost_usd:.4f} · duration {r.duration_s:.1f} s · id {r.report_id}")
+    if r.usage:
+        lines += [
+            "| model | requests | prompt tokens | completion tokens | cost |",
+            "|---|---|---|---|---|",
+            *usage_rows(r.usage),
+            "",
+        ]
+    else:
+        lines += ["The gateway reported no usage.", ""]
+    lines.append(f"Cost: {cost_text(r.cost_usd)} · duration {r.duration_s:.1f} s · id {r.report_id}")
     return "\n".join(lines) + "\n"
 
 
@@ -22,13 +37,14 @@ def summary_markdown(run_id: str, results: list[QueryResult]) -> str:
     lines = [
         f"# Research run `{run_id}`",
         "",
-        "| query | status | sources | cost | duration | file or error |",
+        "| query | status | sources | tokens | cost | duration | file or error |",
     ]
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|")
     for r in results:
         detail = r.report_path if r.ok else (r.error or "").replace("|", "/")
+        tokens = sum(u.total_tokens for u in r.usage.values())
         lines.append(
-            f"| {r.query.replace('|', '/')} | {'ok' if r.ok else 'failed'} | {len(r.sources)} |"
-            f" ${r.cost_usd:.4f} | {r.duration_s:.1f} s | {detail} |"
+            f"| {r.query.replace('|', '/')} | {'ok' if r.ok else 'failed'} | {len(r.sources)} | {tokens} |"
+            f" {cost_text(r.cost_usd)} | {r.duration_s:.1f} s | {detail} |"
         )
     return "\n".join(lines) + "\n"

@@ -3,13 +3,14 @@
 Pool: thanos (SearXNG and gpt-researcher live there). gpt-researcher runs in its own venv
 (``SWARM_GPTR_PYTHON``; it pins numpy<2.3, the project numpy 2.4), one child process per query, at most
 ``concurrency`` at a time. Its LLM and embeddings go to the OpenAI-compatible gateway, its web retriever
-is SearXNG, and tiktoken's downloading cost estimate is replaced, so it needs no other network. The closest
+is SearXNG, and tiktoken's downloading cost estimate is switched off, so it needs no other network. The closest
 chunks of the project's own Qdrant collection are added as local documents (gpt-researcher's hybrid mode).
 
 Writes each report as ``<output_dir>/<run>-<slug>.md``, a markdown artifact, and a row in the ledger
-(``research_reports``: report, sources, cost, duration, or the failure reason). A failed query is
-recorded and the others go on; the run fails only when every query failed. Re-running runs the queries
-again (reports are new research, not a cache).
+(``research_reports``: report, sources, cost, duration, or the failure reason; ``research_report_usage``: the
+tokens and cost the gateway reported for the query's calls, per model, NULL cost where it reported none, never
+an estimate). A failed query is recorded and the others go on; the run fails only when every query failed.
+Re-running runs the queries again (reports are new research, not a cache).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from blocks.postgres import PostgresLedger
 from blocks.searxng import SearxngServer
 from flows.common.blocks import data_dir, resolve_block, resolve_ledger_url
 from flows.common.errors import SwarmError
+from flows.rag.readers import allowed_readers
 from flows.research.ledger import open_ledger, record_result
 from flows.research.local_context import retrieve_local_context, write_context_files
 from flows.research.rendering import report_markdown, summary_markdown
@@ -65,12 +67,15 @@ def research(
     output_dir: str | None = None,
     ledger_url: str | None = None,
     local_context_k: int = 6,
+    local_context_reader: str | None = None,
+    local_context_groups: list[str] | None = None,
     rag_config: dict[str, Any] | None = None,
     llm_block: OpenAICompatibleEndpoint | str | None = None,
     searxng_block: SearxngServer | str | None = None,
     ledger_block: PostgresLedger | str | None = None,
 ) -> dict[str, Any]:
-    """Research each query; returns per-query status, file and cost. Model names are the gateway's.
+    """Research each query; returns per-query status and file, and the run's cost (None: unknown). Model names are
+    the gateway's.
 
     Saved blocks win over the plain parameters they stand for.
 
@@ -94,6 +99,9 @@ def research(
         ledger_url: Ledger database URL without a password; empty: the node's ledger (block, SWARM_LEDGER_URL or
             the embedded SQLite file).
         local_context_k: Chunks of the project's own collection added to each query's web research; 0: web only.
+        local_context_reader: Only chunks this reader (an email) may read in their source go into the local
+            context (the readers of Drive's sharing); empty: every chunk.
+        local_context_groups: That reader's groups (emails; a bare name is in the reader's domain).
         rag_config: RAG settings for that local context (RagConfig fields); empty: the node's SWARM_* settings.
         llm_block: Saved OpenAICompatibleEndpoint block (UI: pick one; CLI/prefect.yaml: its name): base URL,
             key, chat model as fast_llm and its embedding model; wins over the plain LLM parameters.
@@ -129,9 +137,11 @@ def research(
     out_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"research-{uuid.uuid4().hex[:10]}"
     local: dict[str, list[dict]] = {}
+    reader = local_context_reader
+    must = [("readers", allowed_readers(reader, local_context_groups or []))] if reader else []  # a bad one fails
     if local_context_k > 0:
         try:
-            local = retrieve_local_context(todo, rag_config, local_context_k)
+            local = retrieve_local_context(todo, rag_config, local_context_k, must)
         except SwarmError as exc:  # the web part can still answer; say why the local part is missing
             logger.warning("no local context from the project's collection: %s", exc)
 
@@ -156,11 +166,12 @@ def research(
         if r.ok:
             create_markdown_artifact(report_markdown(r), key="research-report", description=r.query[:200])
     create_markdown_artifact(summary_markdown(run_id, results), key="research-summary", description=run_id)
+    costs = [r.cost_usd for r in results]
     summary = {
         "run_id": run_id,
         "ok": sum(r.ok for r in results),
         "failed": sum(not r.ok for r in results),
-        "cost_usd": sum(r.cost_usd for r in results),
+        "cost_usd": None if None in costs else sum(c for c in costs if c is not None),  # None: unknown
         "reports": [
             {"query": r.query, "ok": r.ok, "path": r.report_path, "error": r.error, "report_id": r.report_id}
             for r in results

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.common.errors import ConfigError
+from flows.inference.usage import ModelUsage, add_usage, total_cost, usage_of
 
 WORKER = Path(__file__).with_name("gptr_worker.py")
 
@@ -37,11 +38,16 @@ class QueryResult:
     ok: bool
     report: str = ""
     sources: list[dict[str, str]] = field(default_factory=list)
-    cost_usd: float = 0.0
+    usage: dict[str, ModelUsage] = field(default_factory=dict)  # per model, what the gateway's responses reported
     duration_s: float = 0.0
     error: str | None = None
     report_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     report_path: str | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the gateway reported for every call; None (unknown) when any call carried no cost."""
+        return total_cost(self.usage)
 
 
 def normalise_queries(queries: str | list[str]) -> list[str]:
@@ -103,27 +109,34 @@ def worker_job(query: str, s: ResearchSettings, doc_path: Path | None = None) ->
     }
 
 
+def usage_of_calls(calls: Any) -> dict[str, ModelUsage]:
+    """The worker's record of each gateway response (its body's model and usage, the cost header), per model."""
+    per_model: dict[str, ModelUsage] = {}
+    for call in calls if isinstance(calls, list) else []:
+        if isinstance(call, dict):
+            add_usage(per_model, usage_of(call.get("response"), call.get("cost_header"), call.get("request_model")))
+    return per_model
+
+
 def parse_worker_output(query: str, rc: int, stdout: str, stderr: str) -> QueryResult:
-    """The last JSON line on stdout is the result; anything else is a failure with a one-line reason."""
+    """The last JSON line on stdout is the result; anything else is a failure with a one-line reason.
+    A failed query keeps the usage of the calls it made before failing: they were paid for too."""
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             try:
                 data = json.loads(line)
             except json.JSONDecodeError:
                 break
+            usage = usage_of_calls(data.get("calls"))
+            duration_s = float(data.get("duration_s") or 0.0)
             if not data.get("ok"):
-                return QueryResult(query, False, error=str(data.get("error")), duration_s=data.get("duration_s", 0))
+                return QueryResult(query, False, usage=usage, error=str(data.get("error")), duration_s=duration_s)
             report = str(data.get("report") or "")
             if not report.strip():
-                return QueryResult(query, False, error="gpt-researcher returned an empty report")
-            return QueryResult(
-                query,
-                True,
-                report=report,
-                sources=list(data.get("sources") or []),
-                cost_usd=float(data.get("cost_usd") or 0.0),
-                duration_s=float(data.get("duration_s") or 0.0),
-            )
+                error = "gpt-researcher returned an empty report"
+                return QueryResult(query, False, usage=usage, error=error, duration_s=duration_s)
+            sources = list(data.get("sources") or [])
+            return QueryResult(query, True, report=report, sources=sources, usage=usage, duration_s=duration_s)
     tail = (stderr.strip().splitlines() or [f"exit code {rc}"])[-1]
     return QueryResult(query, False, error=f"gpt-researcher worker failed (exit {rc}): {tail[:300]}")
 

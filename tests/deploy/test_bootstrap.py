@@ -193,3 +193,22 @@ def test_deployment_limits_are_named_after_their_deployments_and_keep_their_stra
         }
         for deployment_id in ids.values():
             client.delete_deployment(deployment_id)
+
+
+def test_each_drive_project_gets_a_rate_limit_reset_to_its_units() -> None:
+    """One ``drive-units:<project>`` per Google project of the saved GoogleDriveCredentials blocks."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from blocks.gdrive import GoogleDriveCredentials
+    from flows.rag.sources.gdrive_quota import DEFAULT_UNITS_PER_MINUTE
+
+    key = {"type": "service_account", "project_id": "acme-drive", "client_email": "sync@acme-drive.example"}
+    GoogleDriveCredentials(service_account_info=key).save("gdrive-quota-test", overwrite=True)
+    name = "drive-units:acme-drive"
+    with get_client(sync_client=True) as client:
+        assert {"gpu:starlord", "gpu:thanos", name} <= set(bootstrap.ensure_limits(client))
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=7, slot_decay_per_second=0))
+        bootstrap.ensure_limits(client)
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.active and limit.limit == DEFAULT_UNITS_PER_MINUTE
+    assert limit.slot_decay_per_second == pytest.approx(DEFAULT_UNITS_PER_MINUTE / 60)  # a rate limit: a minute's worth

@@ -329,13 +329,15 @@ def warnings_of(client: SyncPrefectClient, run_id: UUID) -> str:
 
 # Read on thanos itself: SQLite resolves /proc/<pid>/root to this machine's own root.
 _POINTS = """import json
-from qdrant_client import QdrantClient
-qdrant = QdrantClient(path="/srv/swarm-data/qdrant")
-served = {a.collection_name: a.alias_name for a in qdrant.get_aliases().aliases}
+from pathlib import Path
+import qdrant_edge as qe
+from flows.rag.store_edge import open_edge
+folder = open_edge(Path("/srv/swarm-data/qdrant"))
+served = {collection: alias for alias, collection in folder.aliases().items()}
 docs = {}
-for collection in qdrant.get_collections().collections:
-    points, _ = qdrant.scroll(collection.name, limit=10_000, with_payload=True)
-    docs[served.get(collection.name, collection.name)] = sorted({p.payload["doc_id"] for p in points})
+for name in folder.names():
+    records, _ = folder.shard(name).scroll(qe.ScrollRequest(limit=10_000, with_payload=["doc_id"]))
+    docs[served.get(name, name)] = sorted({r.payload["doc_id"] for r in records})
 print(json.dumps(docs))
 """
 

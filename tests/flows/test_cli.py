@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 
+from flows.rag.store_edge import close_edge, open_edge
 from testkit.documents import write_document
 from tests.flows.cli_runner import run_swarm
 
@@ -90,11 +90,11 @@ def test_bad_input_is_one_clear_line(
 
 def test_embedded_qdrant_in_use_is_reported_not_crashed(indexed: tuple[Path, Path, str]) -> None:
     _, data, _ = indexed
-    holder = QdrantClient(path=str(data / "qdrant"))
+    holder = open_edge(data / "qdrant")
     try:
         result = run_swarm(data, "search", "bees")
     finally:
-        holder.close()
+        close_edge(holder.root)
     assert result.returncode == 1
     assert "is in use by another process" in result.stderr and "Traceback" not in result.stderr
 
@@ -107,11 +107,11 @@ def table_rows(output: str) -> dict[str, str]:
 
 def test_an_ingest_with_nothing_to_do_does_not_open_the_store(indexed: tuple[Path, Path, str]) -> None:
     docs, data, _ = indexed
-    holder = QdrantClient(path=str(data / "qdrant"))  # the embedded store held by another process
+    holder = open_edge(data / "qdrant")  # the embedded store held by another process
     try:
         locked = run_swarm(data, "ingest", str(docs))
     finally:
-        holder.close()
+        close_edge(holder.root)
     server_down = run_swarm(data, "ingest", str(docs), "--qdrant-url", "http://127.0.0.1:1")
     for result in (locked, server_down):
         assert result.returncode == 0, result.stderr
@@ -122,11 +122,11 @@ def test_an_ingest_with_work_and_the_store_in_use_is_one_line(tmp_path: Path) ->
     docs, data = tmp_path / "docs", tmp_path / "data"
     docs.mkdir()
     write_document(docs / "owls.md", "Owls turn their heads almost all the way round.")
-    holder = QdrantClient(path=str(data / "qdrant"))
+    holder = open_edge(data / "qdrant")
     try:
         result = run_swarm(data, "ingest", str(docs))
     finally:
-        holder.close()
+        close_edge(holder.root)
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
     [line] = [line for line in result.stderr.splitlines() if line.strip()]
     assert line.startswith("error: embedded Qdrant at") and "is in use by another process" in line

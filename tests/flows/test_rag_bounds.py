@@ -21,7 +21,7 @@ def _assert_indexed_beside(tmp_path: Path, ledger_url: str, config: dict[str, An
     rows = ledger_rows(ledger_url)
     assert {name for name, row in rows.items() if row[0] == "indexed"} == names
     services = open_resources(load_config(config))
-    points = assert_consistent(services.store.client, services.store.collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     assert {p["doc_id"] for p in points} == names
 
 

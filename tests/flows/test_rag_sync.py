@@ -38,8 +38,7 @@ def test_lifecycle_ingest_noop_change_delete(tmp_path: Path, ledger_url: str) ->
     for name, (status, word) in bad.items():
         assert rows[name][0] == status and word in rows[name][1], (name, rows[name])
     services = open_resources(load_config(config))
-    client, collection = services.store.client, services.store.collection
-    points = assert_consistent(client, collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     assert {p["doc_id"] for p in points} == set(TOPICS)
     sample = next(p for p in points if p["doc_id"] == "glaciers.pdf")
     assert sample["title"] == "glaciers.pdf" and sample["mime_type"] == "application/pdf" and sample["page"] == 1
@@ -61,7 +60,7 @@ def test_lifecycle_ingest_noop_change_delete(tmp_path: Path, ledger_url: str) ->
     (docs / "volcano.txt").write_text("Geysers\n\nGeysers spout hot water when underground pressure builds.\n")
     changed = rag_sync(spec, config)
     assert (changed["changed"], changed["indexed"]) == (1, 1)
-    points = assert_consistent(client, collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     volcano = [p for p in points if p["doc_id"] == "volcano.txt"]
     assert len(volcano) == 1 and "Geysers spout" in volcano[0]["text"]
     assert before <= {p["id"] for p in points}
@@ -71,7 +70,7 @@ def test_lifecycle_ingest_noop_change_delete(tmp_path: Path, ledger_url: str) ->
     shutil.move(docs / "solar.docx", docs / "renamed-solar.docx")
     removed = rag_sync(spec, config)
     assert removed["removed"] == 2 and removed["new"] == 1
-    points = assert_consistent(client, collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     assert {p["doc_id"] for p in points} == set(TOPICS) - {"llamas.md", "solar.docx"} | {"renamed-solar.docx"}
     assert ledger_rows(ledger_url)["llamas.md"][0] == "deleted"
 
@@ -91,7 +90,7 @@ def test_a_fixed_file_is_retried_and_a_broken_one_loses_its_old_points(tmp_path:
     result = rag_sync(spec, config)
     assert (result["changed"], result["indexed"], result["skipped"]) == (2, 1, 1)
     services = open_resources(load_config(config))
-    points = assert_consistent(services.store.client, services.store.collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     assert {p["doc_id"] for p in points} == {"report.pdf"}
 
 
@@ -139,22 +138,22 @@ def test_model_change_builds_a_new_collection_and_swaps_the_alias(tmp_path: Path
     assert result["changed"] == 1
     services = open_resources(load_config(config))
     assert services.store.alias_target() == "documents__minilm-copy__384"
-    assert [c.name for c in services.store.client.get_collections().collections] == ["documents__minilm-copy__384"]
-    assert_consistent(services.store.client, services.store.collection, ledger_url)
+    assert services.store.collections() == ["documents__minilm-copy__384"]
+    assert_consistent(services.store, ledger_url)
 
 
 def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.rag.store import VectorStore
+    from flows.rag.store_edge import EdgeStore
 
     spec, _, config = _indexed_then_new_model(tmp_path)
 
-    def crash(self: VectorStore) -> None:
+    def crash(self: EdgeStore) -> None:
         raise RuntimeError("killed between the last batch and the alias swap")
 
     with monkeypatch.context() as patch:
-        patch.setattr(VectorStore, "publish", crash)
+        patch.setattr(EdgeStore, "publish", crash)
         with pytest.raises(RuntimeError, match="alias swap"):
             rag_sync(spec, config)
     # Every document is already on the new model, so the re-run has nothing to ingest; it must still publish.
@@ -162,7 +161,7 @@ def test_a_model_change_left_unpublished_by_a_crash_is_published_by_the_next_syn
     assert (result["changed"], result["chunks"]) == (0, 0)
     store = open_resources(load_config(config)).store
     assert store.alias_target() == "documents__minilm-copy__384"
-    assert [c.name for c in store.client.get_collections().collections] == ["documents__minilm-copy__384"]
+    assert store.collections() == ["documents__minilm-copy__384"]
 
 
 def _interrupted_migration(
@@ -192,7 +191,7 @@ def _interrupted_migration(
 
 def _collections(config: dict[str, Any]) -> tuple[str | None, list[str]]:
     store = open_resources(load_config(config)).store
-    return store.alias_target(), sorted(c.name for c in store.client.get_collections().collections)
+    return store.alias_target(), store.collections()
 
 
 def test_scheduled_syncs_carry_on_a_migration_an_explicit_run_left_unfinished(
@@ -209,7 +208,7 @@ def test_scheduled_syncs_carry_on_a_migration_an_explicit_run_left_unfinished(
     assert f"continuing the migration of 'documents' from {MODEL!r} to {new_model!r}" in caplog.text
     assert _collections(migrate) == ("documents__minilm-copy__384", ["documents__minilm-copy__384"])
     services = open_resources(load_config(migrate))
-    assert_consistent(services.store.client, services.store.collection, ledger_url)
+    assert_consistent(services.store, ledger_url)
     # Published, the migration is over: the next sync serves the new model and has nothing to do.
     again = rag_sync(spec, scheduled)
     assert (again["changed"], again["embedding_model"]) == (0, new_model)
@@ -261,7 +260,7 @@ def test_the_forward_pass_leaves_busy_parsers_their_cores(tmp_path: Path, monkey
     make_corpus(docs)
     first_embed_done = threading.Event()
     parse_calls = itertools.count()
-    original_parse, original_embed = pipeline.BatchIndexer._fetch_and_parse, Embedder.embed_token_ids
+    original_parse, original_embed = pipeline.BatchIndexer._fetch_and_parse, Embedder.embed_chunks
     threads_used: list[int | None] = []
 
     def parse_one_then_wait(self: pipeline.BatchIndexer, ref: Any) -> Any:
@@ -269,16 +268,16 @@ def test_the_forward_pass_leaves_busy_parsers_their_cores(tmp_path: Path, monkey
             assert first_embed_done.wait(60)
         return original_parse(self, ref)
 
-    def recording_embed(self: Embedder, token_ids: Any, batch_size: Any = None, cpu_threads: Any = None) -> Any:
+    def recording_embed(self: Embedder, token_ids: Any, batch_size: Any, cpu_threads: Any, batch_tokens: Any) -> Any:
         threads_used.append(cpu_threads)
-        vectors = original_embed(self, token_ids, batch_size, cpu_threads)
+        vectors = original_embed(self, token_ids, batch_size, cpu_threads, batch_tokens)
         first_embed_done.set()
         return vectors
 
     cores = torch.get_num_threads()  # what the embedder records as its own at load
     monkeypatch.setattr(pipeline, "_GROUP_CHUNKS", 1)  # embed each document as soon as it is parsed
     monkeypatch.setattr(pipeline.BatchIndexer, "_fetch_and_parse", parse_one_then_wait)
-    monkeypatch.setattr(Embedder, "embed_token_ids", recording_embed)
+    monkeypatch.setattr(Embedder, "embed_chunks", recording_embed)
     result = rag_sync(
         LocalFolderSpec(path=str(docs)), config_for(tmp_path, f"sqlite:///{tmp_path / 'l.db'}", parse_workers=1)
     )
@@ -334,7 +333,7 @@ def test_an_unreadable_entry_removes_nothing_and_says_the_listing_is_incomplete(
     ]
     assert "**Warning:** listing incomplete" in render_sync_report(result)
     services = open_resources(load_config(config))
-    points = assert_consistent(services.store.client, services.store.collection, ledger_url)
+    points = assert_consistent(services.store, ledger_url)
     assert {p["doc_id"] for p in points} == {f"note{n}.txt" for n in range(8)}
 
 
@@ -368,7 +367,7 @@ def test_a_node_with_another_model_setting_syncs_with_the_served_model_and_warns
         models = {row[0] for row in conn.execute("SELECT embedding_model FROM rag_documents").fetchall()}
     assert models == {MODEL}
     store = open_resources(load_config(migrate | {"embedding_model": MODEL})).store
-    assert [c.name for c in store.client.get_collections().collections] == [f"documents__{MODEL}__384"]
+    assert store.collections() == [f"documents__{MODEL}__384"]
 
 
 def run_log(flow_run_id: Any) -> list[str]:

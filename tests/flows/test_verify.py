@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge as qe
 from prefect.artifacts import Artifact
 
 from flows.rag.config import load_config
@@ -51,7 +52,7 @@ def test_an_empty_store_is_reported_missing_and_repaired_through_the_sync(tmp_pa
     assert repaired["sync"]["indexed"] == len(SUBJECTS)
     assert rag_verify(empty)["drift"] == []
     store = open_resources(load_config(empty)).store
-    assert_consistent(store.client, store.collection, ledger_url)
+    assert_consistent(store, ledger_url)
 
 
 def test_strays_are_deleted_and_a_wrong_count_or_version_is_re_indexed(tmp_path: Path) -> None:
@@ -60,8 +61,9 @@ def test_strays_are_deleted_and_a_wrong_count_or_version_is_re_indexed(tmp_path:
     store = open_resources(load_config(config)).store
     stray = {"source_id": source_id, "doc_id": "ghost.md", "version": "v0", "text": "gone", "chunk_index": 0}
     store.upsert([point_id(source_id, "ghost.md", 0)], np.full((1, store.dim), 0.1), [stray])
-    store.client.delete(store.collection, points_selector=[point_id(source_id, "otters.md", 0)], wait=True)
-    store.client.set_payload(store.collection, {"version": "old"}, points=[point_id(source_id, "tides.txt", 0)])
+    shard = store.folder.shard(store.collection)  # the embedded store, changed behind the ledger's back
+    shard.update(qe.UpdateOperation.delete_points([point_id(source_id, "otters.md", 0)]))
+    shard.update(qe.UpdateOperation.set_payload([point_id(source_id, "tides.txt", 0)], {"version": "old"}))
 
     found = rag_verify(config, spec)
     assert drift_of(found) == {"ghost.md": UNKNOWN, "otters.md": WRONG_COUNT, "tides.txt": WRONG_VERSION}
@@ -70,7 +72,7 @@ def test_strays_are_deleted_and_a_wrong_count_or_version_is_re_indexed(tmp_path:
     repaired = rag_verify(config, spec, repair=True)
     assert repaired["repaired"] == {"marked_for_reingest": 2, "stray_documents_deleted": 1}
     assert rag_verify(config)["drift"] == []
-    points = assert_consistent(store.client, store.collection, ledger_url)
+    points = assert_consistent(store, ledger_url)
     assert "ghost.md" not in {p["doc_id"] for p in points}
 
 

@@ -36,3 +36,12 @@ def test_a_document_without_chunks_is_still_taken_and_completes() -> None:
     assert _taken(queue, 1) == [("blank.md", 0, 0, True), ("c.md", 0, 1, False)]
     assert _taken(queue, 1) == [("c.md", 1, 2, True)]
     assert not queue
+
+
+def test_a_failed_document_is_discarded_with_what_is_left_of_it() -> None:
+    queue = EmbedQueue()
+    queue.add(*_document("big.csv", 10))
+    queue.add(*_document("d.md", 2))
+    assert _taken(queue, 6) == [("d.md", 0, 2, True), ("big.csv", 0, 4, False)]
+    queue.discard({"big.csv"})
+    assert not queue and queue.chunks == 0

@@ -13,13 +13,14 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
 from blocks.gdrive import GoogleDriveCredentials
 from flows.common.retry import RetryPolicy
+from flows.rag.sources.base import KnownDocument
 from flows.rag.sources.gdrive_client import (
     DriveApiError,
     DriveAuthError,
     api_base,
     call_with_retry,
 )
-from flows.rag.sources.gdrive_refs import skip_of, to_ref, version_of
+from flows.rag.sources.gdrive_refs import needs_revision, skip_of, to_ref, version_of
 from flows.rag.sources.gdrive_tree import KIND_FOLDER_SHORTCUT, Node, Tree
 
 
@@ -94,7 +95,16 @@ def test_api_base_accepts_host_or_full_base() -> None:
 def test_versions_and_skip_reasons() -> None:
     assert version_of({"mimeType": "application/pdf", "md5Checksum": "abc"}) == "md5:abc"
     assert version_of({"mimeType": "application/pdf", "headRevisionId": "r9"}) == "rev:r9"
-    assert version_of({"mimeType": "application/vnd.google-apps.document", "version": "12"}) == "v12"
+    day1, day2 = "2026-01-01T00:00:00.000Z", "2026-01-02T00:00:00.000Z"
+    doc = {"mimeType": "application/vnd.google-apps.document", "version": "12", "modifiedTime": day2}
+    assert version_of(doc) == f"m:{day2}"  # Drive's version moves on renames and sharing too: not a content version
+    known = KnownDocument("v11", None, None, modified=day1)
+    assert needs_revision(doc, known) and not needs_revision(doc, None)
+    assert version_of(doc, known, revised=day1) == "v11"  # renamed: the head revision is no newer than the index
+    assert version_of(doc, known, revised=day2) == f"m:{day2}"  # edited since
+    assert version_of(doc, known) == f"m:{day2}"  # its revisions could not be read: modifiedTime decides
+    untouched = KnownDocument("v11", None, None, modified=day2)  # a sharing change leaves modifiedTime as it was
+    assert not needs_revision(doc, untouched) and version_of(doc, untouched) == "v11"
     allow = {"application/pdf"}
     assert skip_of({"mimeType": "application/pdf", "name": "a.pdf", "size": "10"}, allow, 100) is None
     assert "limit" in (skip_of({"mimeType": "application/pdf", "name": "a.pdf", "size": "1000"}, allow, 100) or "")

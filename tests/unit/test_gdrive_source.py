@@ -33,17 +33,23 @@ class Ledger:
     def known(self) -> dict[str, KnownDocument]:
         return {i: KnownDocument(d.version, d.size, None) for i, d in self.docs.items()}
 
-    def sync(self, source: GoogleDriveSource) -> ChangeSet:
+    def sync(self, source: GoogleDriveSource, fail_after: int | None = None) -> ChangeSet:
+        """Apply the set: removals first (the first batch carries them), then each document. ``fail_after``: the
+        run dies after that many of those steps (0: right after reading the feed), before saving the cursor."""
         cs = source.changes(self.cursor, self.known())
         ids = [d.doc_id for d in cs.documents]
         assert len(ids) == len(set(ids)), "a document listed twice"
-        if cs.complete:
-            self.docs = {d.doc_id: d for d in cs.documents}
-        else:
-            for doc_id in cs.removed:
+        listed = set(ids)
+        removed = [i for i in self.docs if i not in listed] if cs.complete else cs.removed
+        steps: list[tuple[str, DocumentRef | None]] = [(i, None) for i in removed]
+        steps += [(d.doc_id, d) for d in cs.documents]
+        for doc_id, doc in steps[:fail_after]:
+            if doc is None:
                 self.docs.pop(doc_id, None)
-            self.docs.update({d.doc_id: d for d in cs.documents})
-        self.cursor = cs.next_cursor
+            else:
+                self.docs[doc_id] = doc
+        if fail_after is None:
+            self.cursor = cs.next_cursor
         self.sets.append(cs)
         return cs
 
@@ -354,10 +360,10 @@ def test_large_download_streams_in_chunks_and_cleans_up(env: Env) -> None:
     fid = env.drive.add("video.pdf", env.root, "application/pdf", payload)
     source, ledger = env.source(), Ledger()
     ledger.sync(source)
-    calls = env.drive.calls.get("files", 0)
+    calls = env.drive.calls.get("files.get_media", 0)
     with source.fetch(ledger.docs[fid]) as path:
         assert path.stat().st_size == len(payload) and path.read_bytes() == payload
-    assert env.drive.calls["files"] - calls == 3
+    assert env.drive.calls["files.get_media"] - calls == 3
     assert not path.exists()
 
 
@@ -402,14 +408,108 @@ def test_invalid_token_falls_back_to_a_full_listing(env: Env) -> None:
     assert not cs.complete and [d.name for d in cs.documents] == ["after.txt"]
 
 
-def test_interrupted_run_relists_instead_of_trusting_a_tree_ahead_of_the_ledger(env: Env) -> None:
+def drive_calls(drive: FakeDrive, before: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in drive.calls.items() if n != before.get(k, 0)}
+
+
+@pytest.mark.parametrize("fail_after", [0, 2, 99], ids=["after-feed-read", "mid-batch", "before-cursor-store"])
+def test_a_sync_that_dies_after_reading_the_feed_resumes_from_the_feed_without_a_full_listing(
+    env: Env, fail_after: int
+) -> None:
     ids = build_tree(env.drive, env.root)
     source, ledger = env.source(), Ledger()
     ledger.sync(source)
-    env.drive.move(ids["reports"], env.drive.folder("Out", None))
-    source.changes(ledger.cursor, ledger.known())  # the sync crashed before saving this cursor
+    # What the dying runs see: an edit, a new file, a folder moved out (its file leaves only through the tree)
+    # and one renamed (its file's new path comes from re-listing it), then more of each between the runs.
+    env.drive.modify(ids["a"], b"alpha v2")
+    new = env.drive.add("new.txt", ids["reports"], content=b"new")
+    env.drive.move(ids["old"], env.drive.folder("Out", None))
+    env.drive.rename(ids["reports"], "Quarterly")
+    ledger.sync(source, fail_after)
+    env.drive.trash(new)
+    later = env.drive.add("later.txt", env.root, content=b"later")
+    before = dict(env.drive.calls)
+    ledger.sync(source, fail_after)  # dies again: what neither run applied still comes
+    env.drive.modify(ids["notes"], b"notes v2")
+    ledger.sync(source)
+    calls = drive_calls(env.drive, before)
+    assert not any(cs.complete for cs in ledger.sets[1:])
+    assert calls.get("changes.list", 0) >= 2 and "files.list" not in calls, calls
+    assert "changes.getStartPageToken" not in calls, "a full listing starts with getStartPageToken"
+    truth = {ids["a"]: "Team/a.txt", ids["q1"]: "Team/Quarterly/q1.pdf", ids["notes"]: "Team/Notes",
+             later: "Team/later.txt"}  # fmt: skip
+    assert ledger.paths() == truth
+    again = ledger.sync(source)  # the cursor caught up: nothing handed out twice
+    assert (again.complete, again.documents, again.removed) == (False, [], [])
+    clean = Ledger()
+    clean.sync(env.source())  # a fresh full listing: the truth, versions included
+    assert clean.docs == ledger.docs
+
+
+def test_a_first_sync_that_dies_comes_back_complete_without_listing_again(env: Env) -> None:
+    ids = build_tree(env.drive, env.root)
+    source, ledger = env.source(), Ledger()
+    ledger.sync(source, fail_after=1)  # the first backfill stopped after one document (a crash, a budget)
+    env.drive.trash(ids["q0"])
+    new = env.drive.add("new.txt", ids["old"], content=b"new")
+    before = dict(env.drive.calls)
     cs = ledger.sync(source)
-    assert cs.complete and set(ledger.docs) == {ids["a"], ids["notes"]}
+    calls = drive_calls(env.drive, before)
+    assert cs.complete and "files.list" not in calls and "changes.getStartPageToken" not in calls, calls
+    assert ledger.paths() == {ids["a"]: "Team/a.txt", ids["q1"]: "Team/Reports/q1.pdf", ids["notes"]: "Team/Notes",
+                              new: "Team/Reports/Old/new.txt"}  # fmt: skip
+    assert not ledger.sync(source).complete
+
+
+def test_a_first_sync_that_died_before_unapplied_changes_were_kept_is_listed_again(env: Env) -> None:
+    build_tree(env.drive, env.root)
+    source, ledger = env.source(), Ledger()
+    ledger.sync(source, fail_after=0)
+    with env.db.connect() as conn:  # the state an earlier release left: a tree, and no set kept
+        conn.execute("UPDATE gdrive_state SET unapplied_complete = 0")
+        conn.execute("DELETE FROM gdrive_unapplied")
+    cs = ledger.sync(source)
+    assert cs.complete and len(cs.documents) == 4
+
+
+def test_unapplied_changes_survive_the_ledger_and_a_changed_document_ref(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from flows.rag.sources.gdrive_store import GdriveStore, Unapplied
+    from flows.rag.sources.gdrive_tree import Tree
+
+    store = GdriveStore(Database(f"sqlite:///{tmp_path / 'ledger.db'}"), "gdrive:x")
+    ref = DocumentRef("f1", "a.txt", "Team/a.txt", "text/plain", "md5:1", 5, "2026-01-01T00:00:01Z", link="l")
+    refs = {f"f{i}": dataclasses.replace(ref, doc_id=f"f{i}") for i in range(1, 12_000)} | {"gone": None}
+    store.save(Tree({"r": "Team"}), "7", [], (), True, "rules", Unapplied("3", True, refs))
+    state = store.state()
+    assert (state.tree_token, state.unapplied_from, state.unapplied_complete) == ("7", "3", True)
+    assert store.unapplied(state).refs == refs
+    with store.db.connect() as conn:
+        (text,) = conn.execute("SELECT refs_json FROM gdrive_unapplied ORDER BY part").fetchone()
+        part = json.loads(text)  # as another DocumentRef wrote it: a field it had ("retired"), none it lacked (link)
+        part["fields"] = ["retired" if f == "link" else f for f in part["fields"]]
+        conn.execute("UPDATE gdrive_unapplied SET refs_json = %s WHERE part = 0", (json.dumps(part),))
+    assert store.unapplied(store.state()).refs["f1"] == dataclasses.replace(ref, link=None)
+
+
+def test_my_drive_by_its_alias_root_is_keyed_by_its_real_id(env: Env) -> None:
+    my_drive = env.drive.my_drive
+    top = env.drive.add("top.txt", my_drive, content=b"top")
+    projects = env.drive.folder("Projects", my_drive)
+    plan = env.drive.add("plan.md", projects, "text/markdown", b"# plan")
+    source, ledger = env.source(folder_ids=["root"]), Ledger()
+    ledger.sync(source)
+    assert ledger.paths() == {top: "My Drive/top.txt", plan: "My Drive/Projects/plan.md"}
+    assert source.source_id == "gdrive:root"  # the spec's name: the same source whatever the id behind it
+    # The change feed names the real id as the parent too.
+    new = env.drive.add("new.txt", my_drive, content=b"new")
+    env.drive.rename(projects, "Plans")
+    env.drive.trash(top)
+    cs = ledger.sync(source)
+    assert not cs.complete and cs.removed == [top]
+    assert ledger.paths() == {new: "My Drive/new.txt", plan: "My Drive/Plans/plan.md"}
 
 
 def test_revoked_credentials_fail_the_run_with_a_clear_message(env: Env) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flows.rag.ledger import LedgerEntry
 from flows.rag.plan import known_documents, plan_sync
 from flows.rag.sources.base import ChangeSet, DocumentRef
@@ -12,7 +14,7 @@ def ref(doc_id: str, version: str = "v1", name: str | None = None, mtime_ns: int
 
 
 def entry(doc_id: str, version: str = "v1", status: str = "indexed", model: str = MODEL) -> LedgerEntry:
-    return LedgerEntry(doc_id, doc_id, doc_id, version, status, model, 10, 1)
+    return LedgerEntry(doc_id, doc_id, doc_id, version, status, model, 10, 1, readers=("anyone",))
 
 
 def test_complete_listing_sorts_every_document() -> None:
@@ -25,6 +27,14 @@ def test_complete_listing_sorts_every_document() -> None:
     assert plan.removed == ["gone"]
     assert plan.unchanged == 1
     assert [r.doc_id for r in plan.to_ingest] == ["fresh", "edited"]
+
+
+def test_a_sharing_change_or_readers_never_recorded_refresh_the_payload_only() -> None:
+    entries = {"shared": entry("shared"), "older": replace(entry("older"), readers=None), "same": entry("same")}
+    listing = [replace(ref("shared"), readers=("user:ann@x.com",)), ref("older"), ref("same")]
+    plan = plan_sync(ChangeSet(listing, complete=True), entries, MODEL)
+    assert [r.doc_id for r in plan.refreshed] == ["shared", "older"] and plan.unchanged == 1
+    assert not plan.to_ingest
 
 
 def test_an_unchanged_version_is_planned_again_when_the_listing_judges_it_otherwise() -> None:
@@ -41,7 +51,7 @@ def test_an_unchanged_version_is_planned_again_when_the_listing_judges_it_otherw
         "still-corrupt.pdf": ("failed", "cannot parse: corrupt PDF", None, False),
     }
     entries = {
-        doc_id: LedgerEntry(doc_id, doc_id, doc_id, "v1", status, MODEL, 10, 1, reason)
+        doc_id: LedgerEntry(doc_id, doc_id, doc_id, "v1", status, MODEL, 10, 1, reason, readers=("anyone",))
         for doc_id, (status, reason, _, _) in cases.items()
     }
     listing = [

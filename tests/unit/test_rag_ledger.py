@@ -11,7 +11,7 @@ def test_a_ledger_of_the_previous_schema_gains_the_migration_target_and_keeps_it
     ledger_url: str,
 ) -> None:
     db = Database(ledger_url)
-    db.ensure_schema("rag", MIGRATIONS[:-1])
+    db.ensure_schema("rag", MIGRATIONS[: MIGRATIONS.index("ALTER TABLE rag_aliases ADD COLUMN migration_target TEXT")])
     with db.connect() as conn:
         conn.execute(
             "INSERT INTO rag_aliases (alias, embedding_model, updated_at) VALUES (%s, %s, %s)",

@@ -31,6 +31,9 @@ class DocumentRef:
     link: str | None = None  # where a reader opens the document (Drive's web view), shown with search hits
     # Why it will not be indexed, decided by the source while listing (flows/rag/indexable.py): never fetched.
     skip_reason: str | None = None
+    # Who may read it (flows/rag/readers.py): a Drive file's permissions; a source without any (a local folder)
+    # leaves it readable by whoever may query the collection.
+    readers: tuple[str, ...] = ("anyone",)
 
     @property
     def parse_as(self) -> str:
@@ -44,6 +47,7 @@ class KnownDocument:
     version: str
     size: int | None
     mtime_ns: int | None
+    modified: str | None = None  # the source's own modification time, as last recorded (Drive's modifiedTime)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,11 @@ is listed breadth-first (many parents per ``files.list`` query, 1000 per page, s
 the token becomes the ChangeSet's ``next_cursor`` so nothing changed during the listing is lost.
 Later syncs read ``changes.list`` from the cursor to ``newStartPageToken``: cost O(changes), not O(drive).
 The folder tree lives in the ledger (gdrive_store) and is updated from the same change stream; folders
-entering or leaving the scope bring their whole subtree in or out. An invalid or expired token falls
-back to a full listing (``complete=True``), which the sync turns into the right end state.
+entering or leaving the scope bring their whole subtree in or out. A sync that dies before saving its cursor
+costs no new listing: the tree, its token and the document changes handed out are saved together, and the
+next sync reads on from the tree's token and hands the unapplied changes out again (gdrive_store's docstring).
+An invalid or expired token falls back to a full listing (``complete=True``), which the sync turns into
+the right end state.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from flows.rag.sources.gdrive_client import (
     DriveApiError,
     DriveService,
 )
-from flows.rag.sources.gdrive_refs import EXPORTS, to_ref
-from flows.rag.sources.gdrive_store import GdriveStore
+from flows.rag.sources.gdrive_refs import EXPORTS, FILE_FIELDS, needs_revision, skip_of, to_ref
+from flows.rag.sources.gdrive_store import GdriveStore, Unapplied
 from flows.rag.sources.gdrive_tree import (
     FOLDER,
     KIND_FOLDER_SHORTCUT,
@@ -111,7 +114,9 @@ class GoogleDriveSource:
         self.store = GdriveStore(db, self._source_id)
         self._allow = set(spec.mime_allowlist)
         self._max_bytes = max_file_bytes
-        self._rules = listing_rules(max_file_bytes, self._allow)
+        # The fields listed are part of the rules: a listing that records more (readers) is done in full once.
+        self._rules = listing_rules(max_file_bytes, self._allow, [FILE_FIELDS])
+        self._known: Mapping[str, KnownDocument] = {}  # the ledger's view, for the current changes() call
         self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
 
     @property
@@ -122,9 +127,12 @@ class GoogleDriveSource:
         roots: dict[str, str] = {}
         for folder_id in self.spec.folder_ids:
             try:
-                roots[folder_id] = self.api.get_file(folder_id).get("name", folder_id)
+                folder = self.api.get_file(folder_id)
             except DriveApiError as exc:
                 raise ConfigError(f"Drive folder {folder_id} cannot be read: {exc}") from exc
+            # Keyed by the id Drive answers with: for the alias "root" (My Drive) that is the real id, the one its
+            # children name as their parent (developers.google.com/workspace/drive/api/guides/folder).
+            roots[folder.get("id", folder_id)] = folder.get("name", folder_id)
         for drive_id in self.spec.drive_ids:
             try:
                 drive = self.api.get_drive(drive_id)
@@ -180,18 +188,29 @@ class GoogleDriveSource:
                 continue
             if item.get("trashed"):
                 continue
-            docs[target] = to_ref(item, path, self._allow, self._max_bytes)
+            docs[target] = self._ref(item, path)
             rows.append((target, tree.nodes[shortcut_id].parent or "", shortcut_id))
         # Pop while converting: raw API dicts are freed as refs are made, so peak memory holds one copy.
         while files:
             file_id, (item, parent) = files.popitem()
             if file_id in direct:
                 path = f"{paths[parent]}/{item.get('name', '')}"
-                docs[file_id] = to_ref(item, path, self._allow, self._max_bytes)
+                docs[file_id] = self._ref(item, path)
                 rows.append((file_id, parent, None))
         return docs, rows
 
-    def _full(self) -> ChangeSet:
+    def _ref(self, item: dict, path: str) -> DocumentRef:
+        """The file's DocumentRef; asks Drive for what the listing lacks: the head revision of a Google-native file
+        whose modifiedTime moved (a rename or an edit?), and the permissions of a shared drive's file."""
+        known = self._known.get(item["id"])
+        indexable = skip_of(item, self._allow, self._max_bytes) is None
+        revised = self.api.head_revision_time(item["id"]) if indexable and needs_revision(item, known) else None
+        permissions = None
+        if "permissions" not in item and item.get("driveId"):
+            permissions = self.api.list_permissions(item["id"])
+        return to_ref(item, path, self._allow, self._max_bytes, known, revised, permissions)
+
+    def _full(self, cursor: str | None) -> ChangeSet:
         token = self.api.start_token()
         self.store.save_pending_token(token)  # before listing: changes made meanwhile stay in the feed
         tree = Tree(self._roots())
@@ -199,7 +218,8 @@ class GoogleDriveSource:
         self._walk(tree, sorted(tree.roots), files)
         paths = tree.scope_paths()
         docs, rows = self._refs(tree, paths, files, None)
-        self.store.save(tree, token, rows, (), replace=True, rules=self._rules)
+        handed = Unapplied(cursor, complete=True, refs=docs)
+        self.store.save(tree, token, rows, (), replace=True, rules=self._rules, handed=handed)
         return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
 
     def _apply_feed(self, tree: Tree, latest: dict[str, dict]) -> tuple[dict[str, dict | None], set[str], set[str]]:
@@ -246,8 +266,9 @@ class GoogleDriveSource:
                 )
             tree.roots[drive_id] = change["drive"].get("name") or drive_id
 
-    def _incremental(self, cursor: str, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
-        read = self.api.read_changes(cursor)
+    def _incremental(self, token_from: str, carried: Unapplied, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
+        """The feed from ``token_from`` (the tree's token) on top of ``carried``, the changes not yet applied."""
+        read = self.api.read_changes(token_from)
         if read is None:
             return None
         latest, drives, token = read
@@ -304,22 +325,37 @@ class GoogleDriveSource:
                 candidates.add(file_id)  # its shortcut is gone or left the scope
         recorded = self.store.shortcut_of(sorted(candidates))
         removed = sorted(f for f in candidates if f not in docs and (f in known or f in recorded))
-        self.store.save(tree, token, rows, removed, replace=False, rules=self._rules)
-        return ChangeSet(documents=list(docs.values()), removed=removed, complete=False, next_cursor=token)
+        carried.refs.update(dict.fromkeys(removed))
+        carried.refs.update(docs)  # the latest word on each document wins
+        self.store.save(tree, token, rows, removed, replace=False, rules=self._rules, handed=carried)
+        return ChangeSet(
+            documents=[ref for ref in carried.refs.values() if ref is not None],
+            removed=[] if carried.complete else sorted(f for f, ref in carried.refs.items() if ref is None),
+            complete=carried.complete,
+            next_cursor=token,
+        )
 
     # -- Source protocol ---------------------------------------------------------------------------
 
     def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
-        if cursor is not None and cursor != self.store.tree_token():
-            log.warning("stored Drive tree does not match the cursor (interrupted run?): listing in full")
-        elif cursor is not None and self.store.listing_rules() != self._rules:
+        self._known = known
+        state = self.store.state()
+        # At the tree's token every change handed out was applied. At the cursor the handed-out set started from,
+        # the run that got it died before saving its cursor; only a full listing's set starts from None.
+        applied = cursor is not None and cursor == state.tree_token
+        died = cursor == state.unapplied_from and (cursor is not None or state.unapplied_complete)
+        if state.tree_token is None or not (applied or died):
+            if cursor is not None:
+                log.warning("stored Drive tree does not match the cursor: listing in full")
+        elif state.listing_rules != self._rules:
             # The change feed reports only files that changed: the others are judged anew by a full listing.
             log.info("what can be indexed changed (formats, max_file_mb or mime_allowlist): listing in full")
-        elif cursor is not None:
-            result = self._incremental(cursor, known)
+        else:
+            carried = Unapplied(cursor, False, {}) if applied else self.store.unapplied(state)
+            result = self._incremental(state.tree_token, carried, known)
             if result is not None:
                 return result
-        return self._full()
+        return self._full(cursor)
 
     @contextlib.contextmanager
     def fetch(self, ref: DocumentRef) -> Iterator[Path]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flows.rag.indexable import not_allowed_reason, parse_name, skip_reason
-from flows.rag.sources.base import DocumentRef
+from flows.rag.readers import PRIVATE, readers_of
+from flows.rag.sources.base import DocumentRef, KnownDocument
 
 NATIVE_PREFIX = "application/vnd.google-apps."
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -22,10 +25,14 @@ EXPORTS: dict[str, tuple[str, str]] = {
     NATIVE_PREFIX + "drawing": (PDF, ".pdf"),
 }
 
+# Who may read a file (flows/rag/readers.py). files.list returns ``permissions`` "only if the requesting user can
+# share the file" and never for items in shared drives, "due to the potential size of shared drive ACLs": those
+# are read with permissions.list (developers.google.com/workspace/drive/api/guides/shared-drives-diffs).
+PERMISSION_FIELDS = "type,role,emailAddress,domain,deleted"
 # Field selection: only what the plan and the payload need, so a page of 1000 stays small.
 FILE_FIELDS = (
-    "id,name,mimeType,parents,trashed,md5Checksum,headRevisionId,version,modifiedTime,size,"
-    "webViewLink,shortcutDetails(targetId,targetMimeType)"
+    "id,name,mimeType,parents,trashed,md5Checksum,headRevisionId,modifiedTime,size,driveId,"
+    f"webViewLink,shortcutDetails(targetId,targetMimeType),permissions({PERMISSION_FIELDS})"
 )
 
 
@@ -33,16 +40,49 @@ def is_native(mime: str | None) -> bool:
     return bool(mime and mime.startswith(NATIVE_PREFIX))
 
 
-def version_of(item: dict) -> str:
-    """Content version: md5/head revision for binary files; Drive's ``version`` for Google-native ones."""
+# A Google-native file has no md5Checksum, and headRevisionId "is currently only available for files with binary
+# content"; its ``version`` "reflects every change made to the file on the server", renames and sharing included
+# (developers.google.com/workspace/drive/api/reference/rest/v3/files). ``modifiedTime`` moves on an edit and on a
+# rename too ("the modified date will only be updated ... if other changes are also being made (changing the
+# title, for example)", developers.google.com/drive/v1/reference/files/patch), not on a sharing change. So the
+# content version of a native file is kept while its modifiedTime stays, and also when it moved but the head
+# revision (revisions.list: each revision's modifiedTime, developers.google.com/workspace/drive/api/reference/rest/
+# v3/revisions) is no newer than what was indexed: a rename, re-exported only when the content moved.
+def needs_revision(item: dict, known: KnownDocument | None) -> bool:
+    """Whether only the head revision can tell if this native file's content moved since ``known``."""
+    return (
+        is_native(item.get("mimeType"))
+        and known is not None
+        and bool(known.modified)
+        and known.modified != item.get("modifiedTime")
+    )
+
+
+def version_of(item: dict, known: KnownDocument | None = None, revised: str | None = None) -> str:
+    """Content version: md5/head revision for binary files. A Google-native one keeps ``known``'s version while
+    its content did not move (``revised``: the head revision's modifiedTime, when needs_revision asked for it);
+    else it is tagged by its modifiedTime."""
     if is_native(item.get("mimeType")):
-        if item.get("version"):
-            return f"v{item['version']}"
-        return f"m{item.get('modifiedTime', '')}"
+        stamp = item.get("modifiedTime") or ""
+        if (
+            known is not None
+            and known.modified
+            and (known.modified == stamp or (revised is not None and _not_after(revised, known.modified)))
+        ):
+            return known.version
+        return f"m:{stamp}"
     for key, tag in (("md5Checksum", "md5"), ("headRevisionId", "rev"), ("modifiedTime", "m")):
         if item.get(key):
             return f"{tag}:{item[key]}"
     return "unknown"
+
+
+def _not_after(first: str, second: str) -> bool:
+    """RFC 3339 times compared as instants (Drive writes "…Z"; a stored one may carry "+00:00")."""
+    try:
+        return datetime.fromisoformat(first) <= datetime.fromisoformat(second)
+    except ValueError:
+        return False  # unreadable: treat the content as moved
 
 
 def drive_parse_name(name: str, mime: str | None) -> str | None:
@@ -71,18 +111,31 @@ def _size(item: dict) -> int | None:
     return int(size) if size is not None and not is_native(item.get("mimeType")) else None
 
 
-def to_ref(item: dict, path: str, allowlist: set[str], max_bytes: int | None) -> DocumentRef:
+def to_ref(
+    item: dict,
+    path: str,
+    allowlist: set[str],
+    max_bytes: int | None,
+    known: KnownDocument | None = None,
+    revised: str | None = None,
+    permissions: list[dict] | None = None,
+) -> DocumentRef:
+    """``known``/``revised``: see version_of. ``permissions``: the file's, when not in ``item`` (a shared drive's
+    file); neither: they could not be read, and the document is private to the service account."""
     name = item.get("name", "")
     mime = item.get("mimeType")
+    if permissions is None:
+        permissions = item.get("permissions")
     return DocumentRef(
         doc_id=item["id"],
         name=name,
         path=path,
         mime_type=mime,
-        version=version_of(item),
+        version=version_of(item, known, revised),
         size=_size(item),
         modified=item.get("modifiedTime"),
         parse_name=drive_parse_name(name, mime),
         link=item.get("webViewLink"),
         skip_reason=skip_of(item, allowlist, max_bytes),
+        readers=PRIVATE if permissions is None else readers_of(permissions),
     )

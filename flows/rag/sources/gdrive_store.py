@@ -1,16 +1,30 @@
-"""The Drive source's own ledger tables: sync tokens, the scope's folder tree, and file -> parent.
+"""The Drive source's own ledger tables: sync tokens, the scope's folder tree, file -> parent, and the
+document changes handed out but not yet known to be applied.
 
-``tree_token`` is the cursor the stored tree matches. The sync saves a ChangeSet's ``next_cursor`` only
-after applying it, so a cursor that differs from ``tree_token`` means the last run stopped half-way: the
-tree is then rebuilt by a full listing instead of trusting a tree that is ahead of the ledger.
+``tree_token`` is the change token the stored tree matches; the tree, its token and the document changes derived
+from the feed up to it are saved in one transaction. The sync saves a ChangeSet's ``next_cursor`` only after
+applying every change in it, so:
+
+* cursor == ``tree_token``: everything handed out was applied; the next feed is read from there;
+* cursor == ``unapplied_from`` (None included: a first sync): the run that got the last set died before saving its
+  cursor (a failed batch, a crash, a cancel, a paced sync that reached its budget): the feed is read on from
+  ``tree_token`` and the unapplied changes are handed out again with it, so the tree is never re-listed for a
+  failure and nothing the dead run saw is lost (the ledger skips what it did apply: same versions). A full listing
+  is kept too (``unapplied_complete``): the next set is complete again, without listing;
+* anything else: the tree cannot be trusted and is rebuilt by a full listing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import NamedTuple
 
 from flows.common.db import Database, utc_now
+from flows.rag.sources.base import DocumentRef
 from flows.rag.sources.gdrive_tree import Node, Tree
 
 MIGRATIONS = [
@@ -23,14 +37,57 @@ MIGRATIONS = [
     "CREATE INDEX gdrive_files_parent ON gdrive_files (source_id, parent_id)",
     # What the stored listing's skip reasons were decided by (flows/rag/indexable.py listing_rules).
     "ALTER TABLE gdrive_state ADD COLUMN listing_rules TEXT",
+    # The document changes handed out since the cursor ``unapplied_from``, a few thousand per row (_encode_part):
+    # a full listing's million refs are written and dropped as a few hundred rows.
+    "CREATE TABLE gdrive_unapplied (source_id TEXT NOT NULL, part INTEGER NOT NULL, refs_json TEXT NOT NULL,"
+    " PRIMARY KEY (source_id, part))",
+    "ALTER TABLE gdrive_state ADD COLUMN unapplied_from TEXT",
+    "ALTER TABLE gdrive_state ADD COLUMN unapplied_complete INTEGER NOT NULL DEFAULT 0",
 ]
 
 _CHUNK = 5000
 
 
-def _chunks(rows: list, size: int = _CHUNK) -> Iterable[list]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+def _chunks(rows: Iterable, size: int = _CHUNK) -> Iterator[list]:
+    items = iter(rows)
+    while part := list(islice(items, size)):
+        yield part
+
+
+class SyncState(NamedTuple):
+    tree_token: str | None
+    listing_rules: str | None
+    unapplied_from: str | None
+    unapplied_complete: bool
+
+
+@dataclass(slots=True)
+class Unapplied:
+    """The document changes handed out since the ledger's cursor ``since``: doc id -> its ref, or None when removed.
+    ``complete``: a full listing (and the feed after it): a document it lacks is gone."""
+
+    since: str | None
+    complete: bool
+    refs: dict[str, DocumentRef | None]
+
+
+_REF_FIELDS = [f.name for f in dataclasses.fields(DocumentRef)]
+
+
+def _encode_part(part: list[tuple[str, DocumentRef | None]]) -> str:
+    """Refs as value lists under one field list: compact, and readable after DocumentRef gains or loses a field."""
+    refs = {doc_id: None if ref is None else [getattr(ref, f) for f in _REF_FIELDS] for doc_id, ref in part}
+    return json.dumps({"fields": _REF_FIELDS, "refs": refs}, separators=(",", ":"))
+
+
+def _decode_part(text: str) -> Iterator[tuple[str, DocumentRef | None]]:
+    part = json.loads(text)
+    known = [(i, f) for i, f in enumerate(part["fields"]) if f in _REF_FIELDS]
+    for doc_id, values in part["refs"].items():
+        if values is None:
+            yield doc_id, None
+        else:  # JSON has no tuples: a list-valued field comes back as the tuple it was
+            yield doc_id, DocumentRef(**{f: tuple(v) if isinstance(v := values[i], list) else v for i, f in known})
 
 
 class GdriveStore:
@@ -49,17 +106,22 @@ class GdriveStore:
                 (self.source_id, token, utc_now()),
             )
 
-    def tree_token(self) -> str | None:
-        with self.db.connect() as conn:
-            row = conn.execute("SELECT tree_token FROM gdrive_state WHERE source_id = %s", (self.source_id,)).fetchone()
-        return row[0] if row else None
-
-    def listing_rules(self) -> str | None:
+    def state(self) -> SyncState:
         with self.db.connect() as conn:
             row = conn.execute(
-                "SELECT listing_rules FROM gdrive_state WHERE source_id = %s", (self.source_id,)
+                "SELECT tree_token, listing_rules, unapplied_from, unapplied_complete FROM gdrive_state"
+                " WHERE source_id = %s",
+                (self.source_id,),
             ).fetchone()
-        return row[0] if row else None
+        return SyncState(row[0], row[1], row[2], bool(row[3])) if row else SyncState(None, None, None, False)
+
+    def unapplied(self, state: SyncState) -> Unapplied:
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT refs_json FROM gdrive_unapplied WHERE source_id = %s ORDER BY part", (self.source_id,)
+            ).fetchall()
+        refs = {doc_id: ref for (text,) in rows for doc_id, ref in _decode_part(text)}
+        return Unapplied(state.unapplied_from, state.unapplied_complete, refs)
 
     def load_tree(self) -> Tree:
         with self.db.connect() as conn:
@@ -114,10 +176,12 @@ class GdriveStore:
         removed: Iterable[str],
         replace: bool,
         rules: str,
+        handed: Unapplied,
     ) -> None:
-        """Persist the tree and the file rows, and mark them as matching ``token`` and judged by ``rules`` — one
-        transaction."""
+        """Persist the tree and the file rows, mark them as matching ``token`` and judged by ``rules``, and record
+        the document changes handed out with ``token`` — one transaction."""
         sid = self.source_id
+        state = (sid, token, json.dumps(tree.roots, sort_keys=True), rules, handed.since, int(handed.complete))
         with self.db.connect() as conn:
             if replace:
                 conn.execute("DELETE FROM gdrive_nodes WHERE source_id = %s", (sid,))
@@ -135,6 +199,12 @@ class GdriveStore:
                         f"DELETE FROM gdrive_files WHERE source_id = %s AND file_id IN ({marks})",
                         (sid, *chunk),
                     )
+            conn.execute("DELETE FROM gdrive_unapplied WHERE source_id = %s", (sid,))
+            for number, part in enumerate(_chunks(handed.refs.items())):
+                conn.execute(
+                    "INSERT INTO gdrive_unapplied (source_id, part, refs_json) VALUES (%s, %s, %s)",
+                    (sid, number, _encode_part(part)),
+                )
             upsert_node = (
                 "INSERT INTO gdrive_nodes (source_id, node_id, parent_id, name, kind, target_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source_id, node_id) DO UPDATE SET"
@@ -154,11 +224,12 @@ class GdriveStore:
             for chunk in _chunks(files):
                 conn.executemany(upsert_file, [(sid, *row) for row in chunk])
             conn.execute(
-                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, listing_rules, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
-                " tree_token = excluded.tree_token, roots_json = excluded.roots_json,"
-                " listing_rules = excluded.listing_rules, updated_at = excluded.updated_at",
-                (sid, token, json.dumps(tree.roots, sort_keys=True), rules, utc_now()),
+                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, listing_rules, unapplied_from,"
+                " unapplied_complete, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_id)"
+                " DO UPDATE SET tree_token = excluded.tree_token, roots_json = excluded.roots_json,"
+                " listing_rules = excluded.listing_rules, unapplied_from = excluded.unapplied_from,"
+                " unapplied_complete = excluded.unapplied_complete, updated_at = excluded.updated_at",
+                (*state, utc_now()),
             )
         tree.dirty.clear()
         tree.deleted.clear()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
 
 from blocks import OpenAICompatibleEndpoint, PostgresLedger
 from flows.common.errors import ConfigError, ServiceUnavailable
@@ -16,6 +14,7 @@ from flows.inference.batch_io import read_input
 from flows.inference.engines import VllmEngine
 from flows.inference.ledger import open_ledger
 from flows.inference.runner import run_batch
+from testkit.artifacts import flow_run_artifacts
 from testkit.inference_openai_server import run_fake_openai
 
 
@@ -53,20 +52,15 @@ def usage_rows(ledger: str, job_id: str) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
-async def _artifacts(job_id: str) -> dict[str, object]:
-    """The latest artifact of each key whose description names ``job_id``."""
-    async with get_client() as client:
-        found = [a for a in await client.read_artifacts() if a.key and job_id in (a.description or "")]
-    return {a.key: a for a in sorted(found, key=lambda a: a.created)}
-
-
 def test_flow_records_the_job_its_tokens_per_model_and_writes_artifacts(ledger_url: str, tmp_path: Path) -> None:
     inp = write_batch(tmp_path / "in.jsonl", 10, ["{oops"])
     out = tmp_path / "out.jsonl"
     with run_fake_openai() as primary:
-        result = batch_inference(
-            str(inp), str(out), base_url=primary.url, model="m", ledger_url=ledger_url, progress_every=1
-        )
+        state = batch_inference(
+            str(inp), str(out), base_url=primary.url, model="m", ledger_url=ledger_url, progress_every=1,
+            return_state=True,
+        )  # fmt: skip
+    result = state.result()
     assert result["status"] == "completed_with_errors"
     assert (result["ok"], result["failed"], result["skipped"]) == (10, 1, 0)
     job = job_row(ledger_url, result["job_id"])
@@ -74,9 +68,10 @@ def test_flow_records_the_job_its_tokens_per_model_and_writes_artifacts(ledger_u
     assert job["tokens"] == result["tokens"] > 0 and job["finished_at"]
     # The fake answers "echo: hello <i>": 2 prompt and 3 completion tokens per line; vLLM reports no cost.
     assert usage_rows(ledger_url, result["job_id"]) == [("m", 10, 20, 30, 0, None)]
-    artifacts = asyncio.run(_artifacts(result["job_id"]))
-    assert artifacts["batch-inference-progress"].data == 100.0
-    summary = artifacts["batch-inference-summary"].data
+    artifacts = flow_run_artifacts(state)
+    assert [a.data for a in artifacts["batch-inference-progress"]] == [100.0]
+    [summary_artifact] = artifacts["batch-inference-summary"]
+    summary = summary_artifact.data or ""
     assert "| ok | 10 |" in summary and "| failed | 1 |" in summary and "| invalid_json | 1 |" in summary
     assert "| m | 10 | 20 | 30 | unknown |" in summary
 
@@ -86,11 +81,14 @@ def test_the_cost_the_gateway_reports_is_stored_per_model(tmp_path: Path) -> Non
     inp = write_batch(tmp_path / "in.jsonl", 4)
     with run_fake_openai() as gateway:
         gateway.response_cost = "0.00125"
-        result = batch_inference(
-            str(inp), str(tmp_path / "out.jsonl"), base_url=gateway.url, model="gw", ledger_url=ledger
-        )
+        state = batch_inference(
+            str(inp), str(tmp_path / "out.jsonl"), base_url=gateway.url, model="gw", ledger_url=ledger,
+            return_state=True,
+        )  # fmt: skip
+    result = state.result()
     assert usage_rows(ledger, result["job_id"]) == [("gw", 4, 8, 12, 4, pytest.approx(0.005))]
-    summary = asyncio.run(_artifacts(result["job_id"]))["batch-inference-summary"].data
+    [summary_artifact] = flow_run_artifacts(state)["batch-inference-summary"]
+    summary = summary_artifact.data or ""
     assert "| gw | 4 | 8 | 12 | $0.005000 |" in summary
 
 

@@ -33,7 +33,7 @@ def starlord(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_ledger_url: str
     a free worker health-check port; yields its data folder."""
     with get_client(sync_client=True) as client:
         bootstrap.ensure_pools(client, bootstrap.HERE / "work-pools")
-        bootstrap.ensure_gpu_limits(client)
+        bootstrap.ensure_limits(client)
     (tmp_path / "bin").mkdir()
     fake_nvidia_smi(tmp_path / "bin", "0, NVIDIA GeForce RTX 4090, 20000, 24564")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
