@@ -323,7 +323,8 @@ def search(
                        qdrant_path=qdrant_path, collection=collection, embedding_model=model)
         )  # fmt: skip
         resources = open_resources(config)
-        vector = embed_queries(config, [query])[0]
+        resources.use_served_model()
+        vector = embed_queries(resources.config, [query])[0]
         hits = resources.store.search(vector, k, must=must)
     if not hits:
         out.print(

@@ -35,7 +35,7 @@ from flows.inference.ledger import finish_job, open_ledger, start_job
 from flows.inference.paths import batch_roots, confine
 from flows.inference.routing import choose_endpoint
 from flows.inference.runner import BatchStats, run_batch
-from flows.inference.usage import usage_rows
+from flows.inference.usage import usage_table
 
 
 def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: BatchStats, output: str) -> str:
@@ -59,8 +59,7 @@ def summary_markdown(job_id: str, engine: str, endpoint: str | None, stats: Batc
         *[f"| {k} | {v} |" for k, v in rows],
     ]
     if stats.usage:
-        lines += ["", "| model | requests | prompt tokens | completion tokens | cost |", "|---|---|---|---|---|"]
-        lines += usage_rows(stats.usage)
+        lines += ["", *usage_table(stats.usage)]
     if stats.error_codes:
         lines += ["", "| error | lines |", "|---|---|"]
         lines += [f"| {code} | {n} |" for code, n in sorted(stats.error_codes.items())]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flows.common.db import Database, utc_now
-from flows.inference.usage import ModelUsage
+from flows.inference.usage import ModelUsage, ledger_rows
 
 MIGRATIONS = [
     "CREATE TABLE inference_jobs ("
@@ -89,8 +89,5 @@ def finish_job(
         conn.executemany(
             "INSERT INTO inference_job_usage (job_id, model, requests, prompt_tokens, completion_tokens,"
             " priced_requests, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [
-                (job_id, model, u.requests, u.prompt_tokens, u.completion_tokens, u.priced_requests, u.cost_known)
-                for model, u in sorted((usage or {}).items())
-            ],
+            [(job_id, *row) for row in ledger_rows(usage or {})],
         )

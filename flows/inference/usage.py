@@ -101,9 +101,13 @@ def ledger_rows(per_model: Mapping[str, ModelUsage]) -> list[tuple[str, int, int
     ]
 
 
-def usage_rows(per_model: Mapping[str, ModelUsage]) -> list[str]:
-    """Markdown table rows (model, requests, prompt, completion, cost) in model order."""
+def usage_table(per_model: Mapping[str, ModelUsage]) -> list[str]:
+    """A markdown table of (model, requests, prompt, completion, cost), in model order."""
     return [
-        f"| {model} | {m.requests} | {m.prompt_tokens} | {m.completion_tokens} | {m.cost_text()} |"
-        for model, m in sorted(per_model.items())
+        "| model | requests | prompt tokens | completion tokens | cost |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {model} | {m.requests} | {m.prompt_tokens} | {m.completion_tokens} | {m.cost_text()} |"
+            for model, m in sorted(per_model.items())
+        ),
     ]

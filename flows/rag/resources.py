@@ -10,6 +10,7 @@ from pydantic import Field
 
 from flows.common.blocks import QdrantTarget, resolve_ledger_url, resolve_qdrant
 from flows.common.db import Database
+from flows.common.errors import ConfigError
 from flows.rag.config import RagConfig
 from flows.rag.indexable import limit_bytes
 from flows.rag.ledger import RagLedger
@@ -77,6 +78,21 @@ class RagResources:
         which is per model, must not be open yet."""
         assert self._store is None, "the model is decided before the store opens"
         self.config = self.config.with_explicit(embedding_model=model)
+
+    def use_served_model(self) -> str:
+        """For a reader: embed queries with the model the alias serves (the ledger's record), not this node's
+        setting, which may name another model (another node's, or a migration's target): its vectors would be
+        compared with another model's. A model the run names explicitly must be the served one."""
+        served = self.ledger.published_model(self.collection)
+        if served is None or served == self.config.embedding_model:
+            return self.config.embedding_model
+        if "embedding_model" in self.config.explicit:
+            raise ConfigError(
+                f"{self.collection} serves {served}, not {self.config.embedding_model}: search without a model,"
+                f" or with {served}"
+            )
+        self.use_model(served)
+        return served
 
     def source(self, spec: SourceSpec) -> Source:
         """The source of ``spec``, built once per run (a Drive source holds its client and credentials)."""

@@ -22,9 +22,10 @@ def retrieve_local_context(
     filter on ``readers``, flows/rag/readers.py). Raises SwarmError when the ledger or Qdrant cannot be opened.
     The queries are embedded as embed_queries decides: on the CPU unless the device is cuda, then holding the
     node's GPU slot (``gpu:thanos``)."""
-    config = load_config(rag_config)
-    store = open_resources(config).store
-    vectors = embed_queries(config, queries)
+    resources = open_resources(load_config(rag_config))
+    resources.use_served_model()
+    store = resources.store
+    vectors = embed_queries(resources.config, queries)
     pairs = zip(queries, vectors, strict=True)
     return {query: [hit.payload or {} for hit in store.search(vector, k, must=must)] for query, vector in pairs}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.inference.usage import usage_rows
+from flows.inference.usage import usage_table
 from flows.research.runs import QueryResult
 
 
@@ -21,12 +21,7 @@ def report_markdown(r: QueryResult) -> str:
             "",
         ]
     if r.usage:
-        lines += [
-            "| model | requests | prompt tokens | completion tokens | cost |",
-            "|---|---|---|---|---|",
-            *usage_rows(r.usage),
-            "",
-        ]
+        lines += [*usage_table(r.usage), ""]
     else:
         lines += ["The gateway reported no usage.", ""]
     lines.append(f"Cost: {cost_text(r.cost_usd)} · duration {r.duration_s:.1f} s · id {r.report_id}")

@@ -350,7 +350,7 @@ def indexed(thanos: Host) -> dict[str, set[str]]:
         done = thanos.try_run([f"{VENV}/python", "-c", _POINTS])
         if done.returncode == 0:
             return {name: set(docs) for name, docs in json.loads(done.stdout).items()}
-        assert "already accessed by another instance" in done.stderr, done.stderr[-3000:]
+        assert "in use by another process" in done.stderr, done.stderr[-3000:]
         return None
 
     return wait_until(read, 60, "thanos's Qdrant folder to be free", every=2)
