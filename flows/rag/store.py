@@ -4,7 +4,9 @@
 - Embedded (the default): Qdrant Edge in this process, flows/rag/store_edge.py: a shard directory per model
   and the alias recorded in a file.
 
-Both take the same calls from the flows; filters come in a neutral form that each engine translates.
+Both take the same calls from the flows; filters come in a neutral form that each engine translates. A point has
+the chunk's dense vector (the collection's unnamed vector) and, in collections made since hybrid search, a sparse
+BM25 vector of its text (flows/rag/sparse.py) named SPARSE_VECTOR, computed here on every write.
 """
 
 from __future__ import annotations
@@ -13,14 +15,29 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from flows.common.errors import SwarmError
+from flows.common.errors import ConfigError, SwarmError
 from flows.rag.ids import collection_name
-from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes
+from flows.rag.sparse import Sparse, encode_document, encode_query
+from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes, value_bytes
 
 # For each (payload field, values): the field must match one of the values (a list-valued field: any element).
 Must = Sequence[tuple[str, list[str]]]
+
+# How a search ranks chunks: by the query's vector alone, or fused (reciprocal rank) with a BM25 match of its words.
+SearchMode = Literal["dense", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+# The sparse vector's name. The dense vector stays the unnamed default one, as in every collection (and Edge shard,
+# and carried-over local store) made before: those keep working, in dense mode, without re-embedding.
+SPARSE_VECTOR = "bm25"
+# Reciprocal-rank fusion's constant: each side's rank r adds 1/(RRF_K + r). 60 is the usual value and Qdrant
+# server's default, which its Fusion.RRF uses; Edge's fusion takes it explicitly.
+RRF_K = 60
+# Each side of a hybrid search brings this many times ``limit`` candidates to the fusion (at least the floor), so a
+# chunk ranked high on one side but outside the other's top ``limit`` still counts.
+PREFETCH_FACTOR = 4
+PREFETCH_FLOOR = 20
 
 # Payload fields that filters use, and their kind; both engines index them.
 INDEXED_FIELDS: dict[str, str] = {
@@ -32,6 +49,21 @@ INDEXED_FIELDS: dict[str, str] = {
     "page": "integer",
     "readers": "keyword",  # search --as (flows/rag/readers.py)
 }
+
+
+def prefetch_limit(limit: int) -> int:
+    return max(limit * PREFETCH_FACTOR, PREFETCH_FLOOR)
+
+
+def dense_vector(vector: Any) -> list[float]:
+    """A stored point's dense vector, as either engine returns it: the whole vector in a collection without the
+    sparse one, else the unnamed one beside it."""
+    return list(vector[""] if isinstance(vector, dict) else vector)
+
+
+def _sparse_bytes(sparse: Sparse) -> int:
+    """JSON size of a sparse vector, numbers counted like payload numbers (an upper bound for both)."""
+    return value_bytes({"indices": list(sparse.indices), "values": list(sparse.values)})
 
 
 class UpsertError(SwarmError):
@@ -56,6 +88,7 @@ class VectorStore(ABC):
         self.dim = dim
         self.collection = collection_name(alias, model, dim)
         self.request_budget_bytes = request_budget_bytes
+        self._with_sparse: dict[str, bool] = {}  # per collection; set at creation, so never stale
 
     @abstractmethod
     def ensure_collection(self) -> None:
@@ -77,18 +110,40 @@ class VectorStore(ABC):
     def drop_collection(self, name: str) -> None:
         """Delete collection ``name`` and its points; nothing when it does not exist."""
 
-    def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
-        """Write points in requests below the byte budget, whatever the document's size; upserts by id are
-        idempotent, so a request retried after a lost answer writes each point once."""
-        if len(ids) != len(payloads) or len(ids) != len(vectors):
-            raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
-        sizes = [point_bytes(self.dim, payload) for payload in payloads]
-        for batch in byte_batches(sizes, self.request_budget_bytes):
-            self._write([ids[i] for i in batch], [vectors[i].tolist() for i in batch], [payloads[i] for i in batch])
+    def has_sparse(self, name: str) -> bool:
+        """Whether collection ``name`` has the sparse vector (collections made before hybrid search have not)."""
+        if name not in self._with_sparse:
+            self._with_sparse[name] = self._has_sparse(name)
+        return self._with_sparse[name]
 
     @abstractmethod
-    def _write(self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]) -> None:
-        """One request's points, already within the byte budget."""
+    def _has_sparse(self, name: str) -> bool: ...
+
+    def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
+        """Write points in requests below the byte budget, whatever the document's size; upserts by id are
+        idempotent, so a request retried after a lost answer writes each point once. Each point's sparse vector
+        comes from its payload's ``text``, where the collection has one."""
+        if len(ids) != len(payloads) or len(ids) != len(vectors):
+            raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
+        sparse = (
+            [encode_document(str(p.get("text", ""))) for p in payloads] if self.has_sparse(self.collection) else None
+        )
+        sizes = [point_bytes(self.dim, payload) for payload in payloads]
+        if sparse is not None:
+            sizes = [size + _sparse_bytes(vector) for size, vector in zip(sizes, sparse, strict=True)]
+        for batch in byte_batches(sizes, self.request_budget_bytes):
+            self._write(
+                [ids[i] for i in batch],
+                [vectors[i].tolist() for i in batch],
+                None if sparse is None else [sparse[i] for i in batch],
+                [payloads[i] for i in batch],
+            )
+
+    @abstractmethod
+    def _write(
+        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+    ) -> None:
+        """One request's points, already within the byte budget; ``sparse`` None for a collection without it."""
 
     @abstractmethod
     def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:
@@ -117,10 +172,39 @@ class VectorStore(ABC):
         """Every point's payload, only ``fields`` of it."""
         return (payload for _, payload in self.points(fields, page))
 
+    def search(
+        self, vector: Sequence[float], limit: int, must: Must = (), *, text: str | None = None, mode: str = "dense"
+    ) -> list[Hit]:
+        """The ``limit`` points of the served collection (the alias) that best match the query among those that
+        match ``must``: closest to ``vector`` ("dense"), or that and a BM25 match of ``text`` fused by reciprocal
+        rank ("hybrid"; a collection made before hybrid search cannot: ConfigError)."""
+        if mode not in SEARCH_MODES:
+            raise ConfigError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+        if mode == "dense":
+            return self._search_dense(vector, limit, must)
+        if text is None:
+            raise ValueError("a hybrid search needs the query's text")
+        served = self.alias_target()
+        if served is None:
+            return []
+        if not self.has_sparse(served):
+            raise ConfigError(
+                f"collection {served} has no text vectors (made before hybrid search): search with search_mode"
+                " dense, or re-index into a new collection, which a model change (config.embedding_model) makes"
+                " with them (docs/store.md, 'Hybrid search')"
+            )
+        words = encode_query(text)
+        if not words.indices:  # only stop-words: nothing for the text side to match
+            return self._search_dense(vector, limit, must)
+        return self._search_hybrid(served, vector, words, limit, must)
+
     @abstractmethod
-    def search(self, vector: Sequence[float], limit: int, must: Must = ()) -> list[Hit]:
-        """The ``limit`` points of the served collection (the alias) closest to ``vector`` among those that
-        match ``must``."""
+    def _search_dense(self, vector: Sequence[float], limit: int, must: Must) -> list[Hit]: ...
+
+    @abstractmethod
+    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
+        """Collection ``served``: a dense and a sparse prefetch of prefetch_limit(limit) each, both filtered by
+        ``must``, fused by RRF (RRF_K)."""
 
     @abstractmethod
     def optimize(self) -> None:

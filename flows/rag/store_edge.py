@@ -13,7 +13,6 @@ first open (flows/rag/store_carry.py).
 
 from __future__ import annotations
 
-import atexit
 import errno
 import fcntl
 import json
@@ -28,7 +27,19 @@ from typing import IO, Any
 import qdrant_edge as qe
 
 from flows.common.errors import ServiceUnavailable
-from flows.rag.store import INDEXED_FIELDS, Hit, Must, UpsertError, VectorStore
+from flows.common.process_cache import ProcessCache
+from flows.rag.sparse import Sparse
+from flows.rag.store import (
+    INDEXED_FIELDS,
+    RRF_K,
+    SPARSE_VECTOR,
+    Hit,
+    Must,
+    UpsertError,
+    VectorStore,
+    dense_vector,
+    prefetch_limit,
+)
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, point_bytes
 
 log = logging.getLogger(__name__)
@@ -66,13 +77,23 @@ def check_room(path: Path, needed: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
-def new_shard(path: Path, dim: int) -> qe.EdgeShard:
-    """An empty shard of ``dim``-d cosine vectors with the filter fields indexed."""
-    config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+def new_shard(path: Path, dim: int, *, sparse: bool = False) -> qe.EdgeShard:
+    """An empty shard of ``dim``-d cosine vectors (the unnamed default vector) with the filter fields indexed, and
+    with ``sparse`` the BM25 vector beside them (a carried-over store has none: its points have no text vectors)."""
+    # 0.9.0 has sparse vectors with the IDF modifier (qe.Modifier.Idf: the engine weighs each term by its inverse
+    # document frequency over the shard at query time) and RRF fusion of prefetches (qe.Fusion.Rrf), as the server.
+    sparse_vectors = {SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine), sparse_vectors=sparse_vectors
+    )
     shard = qe.EdgeShard.create(str(path), config)
     for field, kind in INDEXED_FIELDS.items():
         shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
     return shard
+
+
+def _sparse(words: Sparse) -> qe.SparseVector:
+    return qe.SparseVector(indices=list(words.indices), values=list(words.values))
 
 
 class EdgeFolder:
@@ -95,6 +116,12 @@ class EdgeFolder:
 
     def has(self, name: str) -> bool:
         return (self.root / SHARDS / name).is_dir()
+
+    def sparse_vectors(self, name: str) -> set[str]:
+        """Shard ``name``'s sparse vectors. 0.9.0 has no getter for an open shard's config; it keeps it in
+        edge_config.json, which EdgeShard.load reads (and which a shard made before hybrid search has too)."""
+        config = json.loads((self.root / SHARDS / name / "edge_config.json").read_text(encoding="utf-8"))
+        return set(config.get("sparse_vectors") or {})
 
     def shard(self, name: str) -> qe.EdgeShard:
         with self.guard:
@@ -151,46 +178,39 @@ def _take_lock(root: Path) -> IO[str]:
     return fh
 
 
-_folders: dict[Path, EdgeFolder] = {}
-_folders_lock = threading.Lock()
-
-
-@atexit.register
-def close_all() -> None:
-    with _folders_lock:
-        for folder in _folders.values():
-            folder.close()
-        _folders.clear()
+_folders: ProcessCache[Path, EdgeFolder] = ProcessCache(EdgeFolder.close)
 
 
 def open_edge(path: Path) -> EdgeFolder:
     """The store's folder, opened once per process (and carried over from the old embedded store first)."""
+    key = path.resolve()
+    return _folders.get_or_open(key, lambda: _open_folder(key))
+
+
+def _open_folder(root: Path) -> EdgeFolder:
     from flows.rag.store_carry import carry_over, is_local_mode
 
-    key = path.resolve()
-    with _folders_lock:
-        if key not in _folders:
-            folder = EdgeFolder(key)
-            try:
-                if is_local_mode(key):
-                    carry_over(folder)
-            except BaseException:
-                folder.close()
-                raise
-            _folders[key] = folder
-        return _folders[key]
+    folder = EdgeFolder(root)
+    try:
+        if is_local_mode(root):
+            carry_over(folder)
+    except BaseException:
+        folder.close()
+        raise
+    return folder
 
 
 def close_edge(path: Path) -> None:
     """Close the store's folder in this process, so another process may open it."""
-    with _folders_lock:
-        folder = _folders.pop(path.resolve(), None)
-    if folder is not None:
-        folder.close()
+    _folders.close(path.resolve())
 
 
 def _match(must: Must) -> list[qe.FieldCondition]:
     return [qe.FieldCondition(key=field, match=qe.MatchAny(list(values))) for field, values in must]
+
+
+def _filter(must: Must) -> qe.Filter | None:
+    return qe.Filter(must=_match(must)) if must else None
 
 
 def _doc_filter(source_id: str, doc_ids: Sequence[str]) -> qe.Filter:
@@ -226,7 +246,7 @@ class EdgeStore(VectorStore):
 
     def ensure_collection(self) -> None:
         if not self.folder.has(self.collection):
-            self.folder.install(self.collection, lambda path: new_shard(path, self.dim).close())
+            self.folder.install(self.collection, lambda path: new_shard(path, self.dim, sparse=True).close())
         if self.alias_target() is None:
             self.publish()
 
@@ -240,11 +260,20 @@ class EdgeStore(VectorStore):
         return self.folder.names()
 
     def drop_collection(self, name: str) -> None:
+        self._with_sparse.pop(name, None)
         self.folder.drop(name)
 
-    def _write(self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]) -> None:
+    def _has_sparse(self, name: str) -> bool:
+        return SPARSE_VECTOR in self.folder.sparse_vectors(name)
+
+    def _write(
+        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+    ) -> None:
         check_room(self.folder.root, _ROOM_FACTOR * sum(point_bytes(self.dim, p) for p in payloads))
-        points = [qe.Point(id=i, vector=v, payload=p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
+        points = [
+            qe.Point(id=i, vector=v if sparse is None else {"": v, SPARSE_VECTOR: _sparse(sparse[n])}, payload=p)
+            for n, (i, v, p) in enumerate(zip(ids, vectors, payloads, strict=True))
+        ]
         try:
             self._update(qe.UpdateOperation.upsert_points(points))
         except Exception as exc:  # Edge raises a plain exception for a bad vector or payload
@@ -292,16 +321,33 @@ class EdgeStore(VectorStore):
                 offset=offset, limit=1024, filter=_doc_filter(source_id, [doc_id]), with_payload=True, with_vector=True
             )
             records, offset = self._call("scroll", request)
-            found += [(record.payload or {}, list(record.vector)) for record in records]  # type: ignore[arg-type]
+            found += [(record.payload or {}, dense_vector(record.vector)) for record in records]
             if offset is None:
                 return found
 
-    def search(self, vector: Sequence[float], limit: int, must: Must = ()) -> list[Hit]:
+    def _search_dense(self, vector: Sequence[float], limit: int, must: Must) -> list[Hit]:
         served = self.alias_target()
         if served is None:
             return []
-        flt = qe.Filter(must=_match(must)) if must else None
-        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(list(vector)), with_payload=True, filter=flt)
+        request = qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(list(vector)), with_payload=True, filter=_filter(must)
+        )
+        return self._hits(request, served)
+
+    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
+        flt, candidates = _filter(must), prefetch_limit(limit)
+        request = qe.QueryRequest(
+            limit=limit,
+            prefetches=[
+                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(vector)), filter=flt),
+                qe.Prefetch(limit=candidates, query=qe.Query.Nearest(_sparse(words), using=SPARSE_VECTOR), filter=flt),
+            ],
+            query=qe.Fusion.Rrf(k=RRF_K),
+            with_payload=True,
+        )
+        return self._hits(request, served)
+
+    def _hits(self, request: qe.QueryRequest, served: str) -> list[Hit]:
         return [Hit(str(p.id), p.score, p.payload or {}) for p in self._call("query", request, name=served)]
 
     def optimize(self) -> None:

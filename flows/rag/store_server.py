@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -12,8 +10,19 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from flows.common.errors import ServiceUnavailable
+from flows.common.process_cache import ProcessCache
 from flows.common.retry import RetryPolicy
-from flows.rag.store import INDEXED_FIELDS, Hit, Must, UpsertError, VectorStore
+from flows.rag.sparse import Sparse
+from flows.rag.store import (
+    INDEXED_FIELDS,
+    SPARSE_VECTOR,
+    Hit,
+    Must,
+    UpsertError,
+    VectorStore,
+    dense_vector,
+    prefetch_limit,
+)
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
@@ -23,39 +32,60 @@ TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 
 _SCHEMAS = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
 
-_clients: dict[str, QdrantClient] = {}
-_clients_lock = threading.Lock()
+# A new collection's settings, for a corpus (60 TB of documents) whose vectors outgrow the server's RAM. Chosen from
+# Qdrant's documentation on memory and quantization, not measured here (no server on this machine).
+# The full-precision vectors and the payload live on disk (memory-mapped), read only to rescore or to return.
+VECTORS_ON_DISK = True
+PAYLOAD_ON_DISK = True
+# int8 scalar quantization keeps a quarter-size copy of each vector in RAM, which the HNSW search walks...
+QUANTIZATION = models.ScalarQuantization(
+    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+)
+# ...then the best 2x ``limit`` candidates are rescored with the on-disk vectors, winning back int8's lost precision.
+SEARCH_PARAMS = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
+# Qdrant's default graph degree and build effort (recall vs. build time and RAM); the graph itself stays in RAM, as
+# every search walks it.
+HNSW = models.HnswConfigDiff(m=16, ef_construct=100, on_disk=False)
+# The BM25 vector: the server weighs each term by its inverse document frequency over the collection (IDF modifier);
+# its inverted index is on disk like the dense vectors.
+SPARSE_PARAMS = models.SparseVectorParams(modifier=models.Modifier.IDF, index=models.SparseIndexParams(on_disk=True))
 
-
-@atexit.register
-def _close_clients() -> None:
-    with _clients_lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
+_clients: ProcessCache[str, QdrantClient] = ProcessCache(QdrantClient.close)
 
 
 def open_qdrant(url: str, api_key: str | None) -> QdrantClient:
     """One client per server and process, checked by listing the collections."""
-    with _clients_lock:
-        if url in _clients:
-            return _clients[url]
-        try:
-            client = QdrantClient(url=url, api_key=api_key, timeout=30)
-            client.get_collections()
-        except Exception as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise ServiceUnavailable(f"cannot reach Qdrant at {url}: {reason}") from exc
-        _clients[url] = client
-        return client
+    return _clients.get_or_open(url, lambda: _connect(url, api_key))
+
+
+def _connect(url: str, api_key: str | None) -> QdrantClient:
+    try:
+        client = QdrantClient(url=url, api_key=api_key, timeout=30)
+        client.get_collections()
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ServiceUnavailable(f"cannot reach Qdrant at {url}: {reason}") from exc
+    return client
 
 
 def _match(must: Must) -> list[models.FieldCondition]:
     return [models.FieldCondition(key=field, match=models.MatchAny(any=list(values))) for field, values in must]
 
 
+def _filter(must: Must) -> models.Filter | None:
+    return models.Filter(must=_match(must)) if must else None
+
+
 def _doc_filter(source_id: str, doc_ids: Sequence[str]) -> models.Filter:
     return models.Filter(must=_match([("source_id", [source_id]), ("doc_id", list(doc_ids))]))
+
+
+def _sparse(words: Sparse) -> models.SparseVector:
+    return models.SparseVector(indices=list(words.indices), values=list(words.values))
+
+
+def _hits(found: models.QueryResponse) -> list[Hit]:
+    return [Hit(str(p.id), p.score, p.payload or {}) for p in found.points]
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -91,7 +121,13 @@ class ServerStore(VectorStore):
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
                 self.collection,
-                vectors_config=models.VectorParams(size=self.dim, distance=models.Distance.COSINE),
+                vectors_config=models.VectorParams(
+                    size=self.dim, distance=models.Distance.COSINE, on_disk=VECTORS_ON_DISK
+                ),
+                sparse_vectors_config={SPARSE_VECTOR: SPARSE_PARAMS},
+                on_disk_payload=PAYLOAD_ON_DISK,
+                quantization_config=QUANTIZATION,
+                hnsw_config=HNSW,
             )
             for field, kind in INDEXED_FIELDS.items():
                 self.client.create_payload_index(self.collection, field, field_schema=_SCHEMAS[kind])
@@ -119,11 +155,22 @@ class ServerStore(VectorStore):
         return sorted(c.name for c in self.client.get_collections().collections)
 
     def drop_collection(self, name: str) -> None:
+        self._with_sparse.pop(name, None)
         if self.client.collection_exists(name):
             self.client.delete_collection(name)
 
-    def _write(self, ids: list[str], vectors: list[list[float]], payloads: list[dict[str, Any]]) -> None:
-        points = [models.PointStruct(id=i, vector=v, payload=p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
+    def _has_sparse(self, name: str) -> bool:
+        return SPARSE_VECTOR in (self.client.get_collection(name).config.params.sparse_vectors or {})
+
+    def _write(
+        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+    ) -> None:
+        points = [
+            models.PointStruct(
+                id=i, vector=v if sparse is None else {"": v, SPARSE_VECTOR: _sparse(sparse[n])}, payload=p
+            )
+            for n, (i, v, p) in enumerate(zip(ids, vectors, payloads, strict=True))
+        ]
         attempts = self.retry.max_attempts
         for attempt in range(attempts):
             try:
@@ -192,16 +239,34 @@ class ServerStore(VectorStore):
                 with_payload=True,
                 with_vectors=True,
             )
-            found += [(record.payload or {}, list(record.vector)) for record in records]  # type: ignore[arg-type]
+            found += [(record.payload or {}, dense_vector(record.vector)) for record in records]
             if offset is None:
                 return found
 
-    def search(self, vector: Sequence[float], limit: int, must: Must = ()) -> list[Hit]:
-        flt = models.Filter(must=_match(must)) if must else None
+    def _search_dense(self, vector: Sequence[float], limit: int, must: Must) -> list[Hit]:
         found = self.client.query_points(
-            self.alias, query=list(vector), limit=limit, query_filter=flt, with_payload=True
+            self.alias,
+            query=list(vector),
+            limit=limit,
+            query_filter=_filter(must),
+            search_params=SEARCH_PARAMS,
+            with_payload=True,
         )
-        return [Hit(str(p.id), p.score, p.payload or {}) for p in found.points]
+        return _hits(found)
+
+    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
+        flt, candidates = _filter(must), prefetch_limit(limit)
+        found = self.client.query_points(
+            served,
+            prefetch=[
+                models.Prefetch(query=list(vector), filter=flt, limit=candidates, params=SEARCH_PARAMS),
+                models.Prefetch(query=_sparse(words), using=SPARSE_VECTOR, filter=flt, limit=candidates),
+            ],
+            query=models.FusionQuery(fusion=models.Fusion.RRF),  # the server's RRF constant is RRF_K's 60
+            limit=limit,
+            with_payload=True,
+        )
+        return _hits(found)
 
     def optimize(self) -> None:
         """The server optimizes its segments in the background."""
