@@ -56,13 +56,15 @@ class FakeFile:
     size_override: int | None = None  # pretend size in metadata (over-limit files, benchmark)
     md5: str | None = None
     target_mime: str = ""
-    # Drive permission resources (type, role, emailAddress, domain). Listed with the file only where Drive lists
-    # them: this account may share it (``can_share``) and it is not in a shared drive; else by permissions.list.
+    # Drive permission resources (type, role, emailAddress, domain, expirationTime) set on this file itself; what it
+    # shows adds those of its folders (FakeDrive.permissions_of). Listed with the file only where Drive lists them:
+    # this account may share it (``can_share``) and it is not in a shared drive; else by permissions.list.
     permissions: list[dict[str, Any]] = field(default_factory=list)
     can_share: bool = True
     revised: int = 0  # the change seq of the last content edit: the head revision's modifiedTime
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self, permissions: list[dict[str, Any]]) -> dict[str, Any]:
+        """The file resource, ``permissions`` (its own and inherited ones) where Drive lists them."""
         res: dict[str, Any] = {
             "kind": "drive#file",
             "id": self.id,
@@ -77,7 +79,7 @@ class FakeFile:
         if self.drive_id:
             res["driveId"] = self.drive_id
         elif self.can_share:
-            res["permissions"] = self.permissions
+            res["permissions"] = permissions
         if not self.mime.startswith(NATIVE):
             res["md5Checksum"] = self.md5 or hashlib.md5(self.content).hexdigest()
             res["size"] = str(self.size_override if self.size_override is not None else len(self.content))
@@ -93,6 +95,7 @@ class FakeDrive:
 
     files: dict[str, FakeFile] = field(default_factory=dict)
     drives: dict[str, str] = field(default_factory=dict)
+    members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # shared drive id -> member permissions
     lost_drives: set[str] = field(default_factory=set)  # shared drives this account no longer sees
     log: list[tuple[int, str]] = field(default_factory=list)  # (seq, file or shared drive id)
     seq: int = 1
@@ -109,6 +112,31 @@ class FakeDrive:
 
     def resolve(self, file_id: str) -> str:
         return self.my_drive if file_id == MY_DRIVE_ALIAS else file_id
+
+    def resource(self, f: FakeFile) -> dict[str, Any]:
+        return f.resource(self.permissions_of(f))
+
+    def permissions_of(self, f: FakeFile) -> list[dict[str, Any]]:
+        """A file's own permissions, then those it inherits from each folder above it. A folder's sharing change
+        moves every descendant's list while the change log records the folder alone; on a shared drive each
+        permission tells where it comes from (permissionDetails, which Drive gives for shared drive items only)."""
+        shown: list[dict[str, Any]] = []
+        holder: FakeFile | None = f
+        seen = 0
+        while holder is not None and seen < 1000:
+            for permission in holder.permissions:
+                if f.drive_id:
+                    detail = {"permissionType": "file", "role": permission.get("role"), "inherited": holder is not f}
+                    if holder is not f:
+                        detail["inheritedFrom"] = holder.id
+                    permission = {**permission, "permissionDetails": [detail]}
+                shown.append(permission)
+            holder = self.files.get(holder.parent) if holder.parent else None
+            seen += 1
+        for member in self.members.get(f.drive_id or "", []):  # a shared drive's members read all of it
+            detail = {"permissionType": "member", "role": member.get("role"), "inherited": True}
+            shown.append({**member, "permissionDetails": [detail | {"inheritedFrom": f.drive_id}]})
+        return shown
 
     def my_drive_resource(self) -> dict[str, Any]:
         return {"kind": "drive#file", "id": self.my_drive, "name": "My Drive", "mimeType": FOLDER, "parents": []}
@@ -167,6 +195,12 @@ class FakeDrive:
             self.drives[did] = name
             self._record(did)
 
+    def add_member(self, did: str, kind: str, email: str, role: str = "reader") -> None:
+        """A new member of a shared drive: the change feed reports the drive alone."""
+        with self.lock:
+            self.members.setdefault(did, []).append({"type": kind, "role": role, "emailAddress": email})
+            self._record(did)
+
     def lose_drive(self, did: str) -> None:
         """This account loses access to a shared drive: it and its files vanish, and the change feed
         reports the drive alone (not each file)."""
@@ -197,11 +231,14 @@ class FakeDrive:
             self.files[fid].name = name
             self._touch(self.files[fid])
 
-    def share(self, fid: str, kind: str, value: str = "", role: str = "reader") -> None:
-        """A sharing change: a new version and a change record, but modifiedTime and the revisions stay."""
+    def share(self, fid: str, kind: str, value: str = "", role: str = "reader", expires: str | None = None) -> None:
+        """A sharing change: a new version and a change record, but modifiedTime and the revisions stay. On a
+        folder, the change record is the folder's alone. ``expires``: the permission's expirationTime (RFC 3339),
+        shown as it is even once past, as Drive may until it removes the permission."""
         key = {"user": "emailAddress", "group": "emailAddress", "domain": "domain"}.get(kind)
+        extra = {"expirationTime": expires} if expires else {}
         with self.lock:
-            self.files[fid].permissions.append({"type": kind, "role": role, **({key: value} if key else {})})
+            self.files[fid].permissions.append({"type": kind, "role": role, **({key: value} if key else {}), **extra})
             self._reshared(self.files[fid])
 
     def unshare(self, fid: str, kind: str, value: str = "") -> None:
@@ -379,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"id": did, "name": drive.drives[did]})
         listed = re.fullmatch(r"files/([^/]+)/(revisions|permissions)", path)
         if listed:
-            return self._file_list(drive.files[drive.resolve(listed.group(1))], listed.group(2))
+            return self._file_list(drive, drive.files[drive.resolve(listed.group(1))], listed.group(2))
         m = re.fullmatch(r"files/([^/]+)(/export)?", path)
         if not m:
             return self._error(404, "notFound", f"no route {path}")
@@ -403,15 +440,15 @@ class _Handler(BaseHTTPRequestHandler):
             drive.downloads.append((f.id, None))
             self.media = f.content
             return None
-        return self._send(200, f.resource())
+        return self._send(200, drive.resource(f))
 
-    def _file_list(self, f: FakeFile, what: str) -> None:
+    def _file_list(self, drive: FakeDrive, f: FakeFile, what: str) -> None:
         """revisions.list (the head revision only) and permissions.list: a shared drive's files answer both; in My
         Drive only an account that may share the file, as a viewer sees neither its sharing nor its history."""
         if not (f.can_share or (f.drive_id and what == "permissions")):
             return self._error(403, "insufficientFilePermissions", "The user does not have sufficient permissions")
         if what == "permissions":
-            return self._send(200, {"permissions": f.permissions})
+            return self._send(200, {"permissions": drive.permissions_of(f)})
         return self._send(200, {"revisions": [{"id": f"r{f.revised}", "modifiedTime": stamp(f.revised)}]})
 
     def _media(self, content: bytes) -> None:
@@ -435,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         pool = [f for p in parents for f in drive.children(p)] if parents else list(drive.files.values())
         items = sorted((f for f in pool if _match(q, drive, f)), key=lambda f: f.id)
         page, nxt = self._page(items, qs)
-        body: dict[str, Any] = {"files": [f.resource() for f in page]}
+        body: dict[str, Any] = {"files": [drive.resource(f) for f in page]}
         if nxt:
             body["nextPageToken"] = nxt
         self._send(200, body)
@@ -465,7 +502,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "removed": f is None,
             }
             if f is not None:
-                change["file"] = f.resource()
+                change["file"] = drive.resource(f)
             changes.append(change)
         body: dict[str, Any] = {"changes": changes}
         if len(ordered) > size:

@@ -1,13 +1,15 @@
 """Who may read a Drive document, and Google-native renames that re-export nothing.
 
-The Drive source against the fake Drive v3 server (fast: no model), then one rag-sync end to end with users,
-groups and link sharing, a permission removed between two syncs, and ``swarm search --as`` (slow).
+The Drive source against the fake Drive v3 server (fast: no model): sharing on a file, inherited from its folders
+(which the change feed reports alone) and expiring (which nothing reports); then one rag-sync end to end with users,
+groups, link and folder sharing, permissions removed between two syncs, and ``swarm search --as`` (slow).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from testkit.gdrive_server import GDOC, FakeDrive, serve
 from tests.flows.cli_runner import run_swarm
 
 ANN = {"type": "user", "role": "owner", "emailAddress": "ann@example.com"}
+ANN_BOB = ("user:ann@example.com", "user:bob@example.com")
 
 
 @dataclass
@@ -53,10 +56,11 @@ class Env:
     db: Database
     root: str
 
-    def source(self, **spec: object) -> GoogleDriveSource:
+    def source(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC), **spec: object) -> GoogleDriveSource:
         spec.setdefault("folder_ids", [self.root])
         full = GoogleDriveSpec(api_endpoint=self.url, **spec)  # type: ignore[arg-type]
-        return GoogleDriveSource(full, self.db, AnonymousCredentials(), RetryPolicy(sleep=lambda _: None))
+        retry = RetryPolicy(sleep=lambda _: None)
+        return GoogleDriveSource(full, self.db, AnonymousCredentials(), retry, clock=clock)
 
 
 @pytest.fixture
@@ -120,6 +124,104 @@ def test_shared_drive_files_read_their_permissions_one_call_each(env: Env) -> No
     assert drive.calls["permissions.list"] == 2  # files.list does not return a shared drive's permissions
 
 
+def _spent(drive: FakeDrive, before: dict[str, int]) -> dict[str, int]:
+    """Requests served since ``before``, by Drive method."""
+    return {m: n - before.get(m, 0) for m, n in drive.calls.items() if n != before.get(m, 0)}
+
+
+def test_a_folders_sharing_reaches_the_documents_below_it_as_a_payload_update(env: Env) -> None:
+    drive = env.drive
+    projects = drive.folder("Projects", env.root)
+    year = drive.folder("2026", projects)
+    other = drive.folder("Other", env.root)
+    doc = drive.add("Plan", year, GDOC, b"plan", permissions=[dict(ANN)])  # two levels below Projects
+    pdf = drive.add("budget.pdf", year, "application/pdf", b"%PDF b", permissions=[dict(ANN)])
+    aside = drive.add("aside.txt", other, content=b"aside", permissions=[dict(ANN)])
+    source, ledger = env.source(), Ledger()
+    versions = {i: d.version for i, d in ledger.sync(source).items()}
+
+    drive.share(projects, "user", "bob@example.com")
+    assert drive.log[-1][1] == projects  # the feed reports the folder alone
+    before = dict(drive.calls)
+    shared = ledger.sync(source)
+    assert {i: (d.readers, d.version) for i, d in shared.items()} == {
+        doc: (ANN_BOB, versions[doc]),  # same version: the plan refreshes the payload only
+        pdf: (ANN_BOB, versions[pdf]),
+    }
+    # Projects and 2026 listed in one query; nothing read per file, no revision asked for.
+    assert _spent(drive, before) == {"changes.list": 1, "files.list": 1}
+
+    drive.unshare(projects, "user", "bob@example.com")
+    unshared = ledger.sync(source)
+    assert {i: d.readers for i, d in unshared.items()} == dict.fromkeys([doc, pdf], ("user:ann@example.com",))
+
+    drive.share(env.root, "domain", "example.com")  # the scope's root: every document inherits
+    everyone = ledger.sync(source)
+    assert set(everyone) == {doc, pdf, aside}
+    assert all("domain:example.com" in d.readers for d in everyone.values())
+    assert {i: d.version for i, d in everyone.items()} == versions
+
+
+def test_a_shared_drive_folders_sharing_is_read_again_per_file_below_it(env: Env) -> None:
+    drive = env.drive
+    team = drive.shared_drive("Team drive")
+    member = {"type": "group", "role": "organizer", "emailAddress": "team@example.com"}
+    legal = drive.folder("Legal", team)
+    contract = drive.add("contract.txt", legal, content=b"terms", permissions=[member])
+    drive.add("notes.txt", team, content=b"notes", permissions=[member])
+    source, ledger = env.source(folder_ids=[], drive_ids=[team]), Ledger()
+    ledger.sync(source)
+
+    drive.share(legal, "user", "bob@example.com")  # a shared drive's folder does not list its permissions
+    before = dict(drive.calls)
+    (refreshed,) = ledger.sync(source).values()
+    assert (refreshed.doc_id, refreshed.readers) == (contract, ("group:team@example.com", "user:bob@example.com"))
+    assert _spent(drive, before) == {"changes.list": 1, "files.list": 1, "permissions.list": 1}
+
+    drive.add_member(team, "user", "cat@example.com")  # a new member reads the whole drive
+    members = ledger.sync(source)
+    assert len(members) == 2 and all("user:cat@example.com" in d.readers for d in members.values())
+
+
+def test_a_grant_that_expires_is_taken_back_at_the_first_sync_after_it(env: Env) -> None:
+    drive = env.drive
+    start = now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def at(delta: timedelta) -> str:
+        return (start + delta).strftime("%Y-%m-%dT%H:%M:%S.000Z")  # as Drive writes it
+
+    contractors = drive.folder("Contractors", env.root)
+    carol = {"type": "user", "role": "reader", "emailAddress": "carol@example.com", "expirationTime": at(HOUR)}
+    eve = {"type": "user", "role": "reader", "emailAddress": "eve@example.com", "expirationTime": at(-HOUR)}
+    brief = drive.add("brief.txt", contractors, content=b"brief", permissions=[dict(ANN), carol])
+    old = drive.add("old.txt", env.root, content=b"old", permissions=[dict(ANN), eve])
+    source, ledger = env.source(clock=lambda: now), Ledger()
+    first = ledger.sync(source)
+    assert first[brief].readers == ("user:ann@example.com", "user:carol@example.com")
+    assert first[old].readers == ("user:ann@example.com",)  # lapsed, though still listed: grants nothing
+
+    now += HOUR / 2
+    before = dict(drive.calls)
+    assert ledger.sync(source) == {}  # nothing lapsed yet: nothing read
+    assert _spent(drive, before) == {"changes.list": 1}
+
+    now += HOUR  # Carol's grant lapsed; the feed says nothing
+    (lapsed,) = ledger.sync(source).values()
+    assert (lapsed.doc_id, lapsed.readers, lapsed.version) == (brief, ("user:ann@example.com",), first[brief].version)
+    assert ledger.sync(source) == {}  # read once: its next lapse is none
+
+    # An expiring grant on the folder reaches the file below it, and lapses there too.
+    drive.share(contractors, "user", "dan@example.com", expires=at(4 * HOUR))
+    assert ledger.sync(source)[brief].readers == ("user:ann@example.com", "user:dan@example.com")
+    now += 3 * HOUR
+    before = dict(drive.calls)
+    assert {i: d.readers for i, d in ledger.sync(source).items()} == {brief: ("user:ann@example.com",)}
+    assert _spent(drive, before) == {"changes.list": 1, "files.get": 1}
+
+
+HOUR = timedelta(hours=1)
+
+
 def _visible(config: dict, embedder: object, reader: str | None, groups: tuple[str, ...] = ()) -> set[str]:
     store = open_resources(load_config(config)).store
     must = [("readers", allowed_readers(reader, groups))] if reader else []
@@ -135,15 +237,17 @@ def test_readers_follow_drive_sharing_through_rag_sync_and_search(tmp_path: Path
     config = {"data_dir": str(tmp_path / "data"), "ledger_url": ledger_url}
     with serve() as (url, drive, _):
         root = drive.folder("Team", None)
+        projects = drive.folder("Projects", root)
 
-        def upload(name: str, mime: str, *permissions: dict) -> str:
+        def upload(name: str, mime: str, *permissions: dict, parent: str = root) -> str:
             write_document(files / name, TOPICS[name][0])
             data = (files / name).read_bytes()
-            return drive.add(name, root, mime, data, permissions=[dict(ANN), *permissions])
+            return drive.add(name, parent, mime, data, permissions=[dict(ANN), *permissions])
 
+        eng = {"type": "group", "emailAddress": "eng@example.com"}
         ids = {
             "ann": upload("llamas.md", "text/markdown"),
-            "eng": upload("volcano.txt", "text/plain", {"type": "group", "emailAddress": "eng@example.com"}),
+            "eng": upload("volcano.txt", "text/plain", eng, parent=drive.folder("2026", projects)),
             "bob": upload("kubernetes.html", "text/html", {"type": "user", "emailAddress": "bob@example.com"}),
             "link": upload("solar.docx", GDOC, {"type": "anyone", "role": "reader"}),  # exported as docx
         }
@@ -157,18 +261,21 @@ def test_readers_follow_drive_sharing_through_rag_sync_and_search(tmp_path: Path
         assert _visible(config, embedder, "bob@example.com", ("eng@example.com",)) == everything - {ids["ann"]}
         assert _visible(config, embedder, "eve@other.org") == {ids["link"]}
 
-        # Bob loses his share and the Doc is renamed: two payloads refreshed, nothing exported or embedded.
+        # Bob loses his share, the Doc is renamed and Dan gets the folder two levels above volcano.txt (the feed
+        # reports the folder alone): three payloads refreshed, nothing exported or embedded.
         points_before = dict(open_resources(load_config(config)).store.points(["version", "readers"]))
         downloads = len(drive.downloads)
         drive.unshare(ids["bob"], "user", "bob@example.com")
         drive.rename(ids["link"], "Solar notes")
+        drive.share(projects, "user", "dan@other.org")
         second = rag_sync(spec, config)
-        assert (second["renamed"], second["changed"], second["chunks"]) == (2, 0, 0)
+        assert (second["renamed"], second["changed"], second["chunks"]) == (3, 0, 0)
         assert len(drive.downloads) == downloads
         points = dict(open_resources(load_config(config)).store.points(["version", "readers"]))
         assert points.keys() == points_before.keys()  # the same points, their payloads refreshed in place
         assert {p["version"] for p in points.values()} == {p["version"] for p in points_before.values()}
         assert _visible(config, embedder, "bob@example.com") == {ids["link"]}
+        assert _visible(config, embedder, "dan@other.org") == {ids["link"], ids["eng"]}
         assert _visible(config, embedder, "ann@example.com") == everything
         # Research's local context takes the same filter.
         local = retrieve_local_context(["sunlight"], config, 10, [("readers", allowed_readers("eve@other.org"))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,6 +13,8 @@ from flows.rag.ledger import MIGRATIONS, DocumentOutcome, RagLedger
 from flows.rag.readers import allowed_readers, readers_of
 from flows.rag.sources.base import DocumentRef
 from testkit.gdrive_server import GDOC
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)  # no permission here expires
 
 
 def test_every_kind_of_permission_becomes_one_sorted_reader() -> None:
@@ -25,8 +28,13 @@ def test_every_kind_of_permission_becomes_one_sorted_reader() -> None:
         {"type": "user", "role": "reader"},  # no address: grants nobody
         {"type": "view", "role": "reader"},  # a type this does not know
     ]
-    assert readers_of(permissions) == ("anyone", "domain:example.com", "group:eng@example.com", "user:ann@example.com")
-    assert readers_of([]) == ()
+    assert readers_of(permissions, NOW) == (
+        "anyone",
+        "domain:example.com",
+        "group:eng@example.com",
+        "user:ann@example.com",
+    )
+    assert readers_of([], NOW) == ()
 
 
 def test_a_reader_sees_its_own_its_groups_its_domain_and_anyone() -> None:
@@ -47,7 +55,7 @@ def test_a_reader_must_be_an_email_address(who: str) -> None:
 
 
 def test_what_a_reader_may_see_matches_the_documents_shared_with_it() -> None:
-    shared = readers_of([{"type": "group", "emailAddress": "eng@example.com"}])
+    shared = readers_of([{"type": "group", "emailAddress": "eng@example.com"}], NOW)
     private: tuple[str, ...] = ()
     bob = set(allowed_readers("bob@example.com", ["eng@example.com"]))
     eve = set(allowed_readers("eve@other.org"))

@@ -10,6 +10,14 @@ costs no new listing: the tree, its token and the document changes handed out ar
 next sync reads on from the tree's token and hands the unapplied changes out again (gdrive_store's docstring).
 An invalid or expired token falls back to a full listing (``complete=True``), which the sync turns into
 the right end state.
+
+Sharing the feed does not report: a file's permissions include those inherited from its folders, but the feed's
+Change is "a change to a file or shared drive" (developers.google.com/workspace/drive/api/reference/rest/v3/changes)
+and says nothing of a folder's descendants, so a folder whose sharing changed is taken to be reported alone. Each
+folder's sharing is kept with the tree; one that comes in the feed with other sharing (or sharing its listing does
+not show) has the files below it listed again (files.list per 40 folders, permissions.list per file on a shared
+drive) and handed out with their new readers, same version: a payload update. A grant that expires is reported by
+nothing: each file's next lapse is kept (gdrive_store) and the files past theirs are read again at the next sync.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import os
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,10 +48,19 @@ from flows.rag.sources.gdrive_client import (
     DriveApiError,
     DriveService,
 )
-from flows.rag.sources.gdrive_refs import EXPORTS, FILE_FIELDS, needs_revision, skip_of, to_ref
-from flows.rag.sources.gdrive_store import GdriveStore, Unapplied
+from flows.rag.sources.gdrive_refs import (
+    EXPORTS,
+    FILE_FIELDS,
+    access_of,
+    folder_access,
+    needs_revision,
+    skip_of,
+    to_ref,
+)
+from flows.rag.sources.gdrive_store import FileRow, GdriveStore, Unapplied
 from flows.rag.sources.gdrive_tree import (
     FOLDER,
+    KIND_FOLDER,
     KIND_FOLDER_SHORTCUT,
     SHORTCUT,
     Tree,
@@ -107,6 +125,7 @@ class GoogleDriveSource:
         credentials: Any,
         retry: RetryPolicy | None = None,
         max_file_bytes: int | None = None,  # RagConfig.max_file_mb; None: no limit
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # what permissions' expiry is judged by
     ) -> None:
         self.spec = spec
         self.api = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
@@ -118,13 +137,16 @@ class GoogleDriveSource:
         self._rules = listing_rules(max_file_bytes, self._allow, [FILE_FIELDS])
         self._known: Mapping[str, KnownDocument] = {}  # the ledger's view, for the current changes() call
         self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
+        self._clock = clock
+        self._now = clock()  # the time of the current changes() call
 
     @property
     def source_id(self) -> str:
         return self._source_id
 
-    def _roots(self) -> dict[str, str]:
+    def _roots(self) -> Tree:
         roots: dict[str, str] = {}
+        sharing: dict[str, str | None] = {}
         for folder_id in self.spec.folder_ids:
             try:
                 folder = self.api.get_file(folder_id)
@@ -133,13 +155,16 @@ class GoogleDriveSource:
             # Keyed by the id Drive answers with: for the alias "root" (My Drive) that is the real id, the one its
             # children name as their parent (developers.google.com/workspace/drive/api/guides/folder).
             roots[folder.get("id", folder_id)] = folder.get("name", folder_id)
+            sharing[folder.get("id", folder_id)] = folder_access(folder, self._now)
         for drive_id in self.spec.drive_ids:
             try:
                 drive = self.api.get_drive(drive_id)
             except DriveApiError as exc:
                 raise ConfigError(f"shared drive {drive_id} cannot be read: {exc}") from exc
             roots[drive_id] = drive.get("name", drive_id)
-        return roots
+        tree = Tree(roots)
+        tree.root_access = sharing
+        return tree
 
     # -- listing -----------------------------------------------------------------------------------
 
@@ -155,6 +180,8 @@ class GoogleDriveSource:
                 node = node_from_item(item)
                 if node is not None:
                     node.parent = parent
+                    if node.kind == KIND_FOLDER:
+                        node.access = folder_access(item, self._now)
                     tree.put(item["id"], node)
                     nxt = item["id"] if item["mimeType"] == FOLDER else node.target
                     if item["mimeType"] == SHORTCUT and node.kind != KIND_FOLDER_SHORTCUT:
@@ -172,10 +199,10 @@ class GoogleDriveSource:
         files: dict[str, tuple[dict, str]],
         targets: set[str] | None,
         lookup: dict[str, tuple[dict, str]] | None = None,
-    ) -> tuple[dict[str, DocumentRef], list[tuple[str, str, str | None]]]:
+    ) -> tuple[dict[str, DocumentRef], list[FileRow]]:
         """DocumentRefs and ledger rows for in-scope files and file-shortcut targets (all, or ``targets``)."""
         docs: dict[str, DocumentRef] = {}
-        rows: list[tuple[str, str, str | None]] = []
+        rows: list[FileRow] = []
         direct = {file_id for file_id, (_, parent) in files.items() if parent in paths}
         for target, (shortcut_id, path) in tree.file_shortcuts(paths).items():
             if target in direct or (targets is not None and target not in targets):
@@ -188,32 +215,34 @@ class GoogleDriveSource:
                 continue
             if item.get("trashed"):
                 continue
-            docs[target] = self._ref(item, path)
-            rows.append((target, tree.nodes[shortcut_id].parent or "", shortcut_id))
+            docs[target], lapses = self._ref(item, path)
+            rows.append(FileRow(target, tree.nodes[shortcut_id].parent or "", shortcut_id, lapses))
         # Pop while converting: raw API dicts are freed as refs are made, so peak memory holds one copy.
         while files:
             file_id, (item, parent) = files.popitem()
             if file_id in direct:
                 path = f"{paths[parent]}/{item.get('name', '')}"
-                docs[file_id] = self._ref(item, path)
-                rows.append((file_id, parent, None))
+                docs[file_id], lapses = self._ref(item, path)
+                rows.append(FileRow(file_id, parent, None, lapses))
         return docs, rows
 
-    def _ref(self, item: dict, path: str) -> DocumentRef:
-        """The file's DocumentRef; asks Drive for what the listing lacks: the head revision of a Google-native file
-        whose modifiedTime moved (a rename or an edit?), and the permissions of a shared drive's file."""
+    def _ref(self, item: dict, path: str) -> tuple[DocumentRef, datetime | None]:
+        """The file's DocumentRef and when its readers next lapse; asks Drive for what the listing lacks: the head
+        revision of a Google-native file whose modifiedTime moved (a rename or an edit?), and the permissions of a
+        shared drive's file."""
         known = self._known.get(item["id"])
         indexable = skip_of(item, self._allow, self._max_bytes) is None
         revised = self.api.head_revision_time(item["id"]) if indexable and needs_revision(item, known) else None
         permissions = None
         if "permissions" not in item and item.get("driveId"):
             permissions = self.api.list_permissions(item["id"])
-        return to_ref(item, path, self._allow, self._max_bytes, known, revised, permissions)
+        access = access_of(item, permissions, self._now)
+        return to_ref(item, path, self._allow, self._max_bytes, known, revised, access.readers), access.lapses
 
     def _full(self, cursor: str | None) -> ChangeSet:
         token = self.api.start_token()
         self.store.save_pending_token(token)  # before listing: changes made meanwhile stay in the feed
-        tree = Tree(self._roots())
+        tree = self._roots()
         files: dict[str, tuple[dict, str]] = {}
         self._walk(tree, sorted(tree.roots), files)
         paths = tree.scope_paths()
@@ -222,27 +251,40 @@ class GoogleDriveSource:
         self.store.save(tree, token, rows, (), replace=True, rules=self._rules, handed=handed)
         return ChangeSet(documents=list(docs.values()), complete=True, next_cursor=token)
 
-    def _apply_feed(self, tree: Tree, latest: dict[str, dict]) -> tuple[dict[str, dict | None], set[str], set[str]]:
-        """Folder and shortcut changes go into the tree; returns (file changes, touched nodes, new nodes).
+    def _apply_feed(
+        self, tree: Tree, latest: dict[str, dict]
+    ) -> tuple[dict[str, dict | None], set[str], set[str], set[str]]:
+        """Folder and shortcut changes go into the tree; returns (file changes, touched nodes, new nodes, known
+        folders whose sharing changed or cannot be told).
 
         File changes map to their new resource, or None when removed or trashed.
         """
         changed: dict[str, dict | None] = {}
         touched: set[str] = set()  # folders and shortcuts that changed
         fresh: set[str] = set()  # folders and shortcuts seen for the first time
+        reshared: set[str] = set()
         for file_id, change in latest.items():
             item = change.get("file")
             gone = bool(change.get("removed")) or item is None or bool(item.get("trashed"))
             if file_id in tree.roots:
                 if gone:
                     raise ConfigError(f"the scope root {file_id} was removed or trashed in Drive")
-                if item and item.get("name") and file_id not in self.spec.drive_ids:
-                    tree.roots[file_id] = item["name"]  # a renamed root renames every path
+                if item and file_id not in self.spec.drive_ids:
+                    if item.get("name"):
+                        tree.roots[file_id] = item["name"]  # a renamed root renames every path
+                    sharing = folder_access(item, self._now)
+                    if sharing is None or sharing != tree.root_access.get(file_id):
+                        reshared.add(file_id)
+                    tree.root_access[file_id] = sharing
                 continue
             node = None if gone or item is None else node_from_item(item)
             if node is not None:
+                if node.kind == KIND_FOLDER:
+                    node.access = folder_access(item, self._now)
                 if file_id not in tree.nodes:
                     fresh.add(file_id)
+                elif node.kind == KIND_FOLDER and (node.access is None or node.access != tree.nodes[file_id].access):
+                    reshared.add(file_id)
                 tree.put(file_id, node)
                 touched.add(file_id)
             elif file_id in tree.nodes:  # a known folder or shortcut was removed or trashed
@@ -250,11 +292,13 @@ class GoogleDriveSource:
                 touched.add(file_id)
             else:
                 changed[file_id] = None if gone else item
-        return changed, touched, fresh
+        return changed, touched, fresh, reshared
 
-    def _apply_drive_changes(self, tree: Tree, drives: Mapping[str, dict]) -> None:
+    def _apply_drive_changes(self, tree: Tree, drives: Mapping[str, dict]) -> set[str]:
         """A scope drive renamed renames every path under it; one deleted or no longer shared with this account
-        fails the run, as a removed scope folder does: the spec names something that is gone."""
+        fails the run, as a removed scope folder does: the spec names something that is gone. Returns the scope
+        drives that changed: their members, who read every file in them, may have (the change does not say)."""
+        changed: set[str] = set()
         for drive_id in self.spec.drive_ids:
             change = drives.get(drive_id)
             if change is None:
@@ -265,6 +309,8 @@ class GoogleDriveSource:
                     " remove it from drive_ids"
                 )
             tree.roots[drive_id] = change["drive"].get("name") or drive_id
+            changed.add(drive_id)
+        return changed
 
     def _incremental(self, token_from: str, carried: Unapplied, known: Mapping[str, KnownDocument]) -> ChangeSet | None:
         """The feed from ``token_from`` (the tree's token) on top of ``carried``, the changes not yet applied."""
@@ -272,10 +318,14 @@ class GoogleDriveSource:
         if read is None:
             return None
         latest, drives, token = read
+        for file_id in self.store.lapsed(self._now):  # a grant expired: nothing in the feed says so
+            if file_id not in latest:
+                latest[file_id] = self._reread(file_id)
         tree = self.store.load_tree()
         old_paths = tree.scope_paths()
-        self._apply_drive_changes(tree, drives)
-        changed, touched, fresh = self._apply_feed(tree, latest)
+        redrawn = self._apply_drive_changes(tree, drives)
+        changed, touched, fresh, reshared = self._apply_feed(tree, latest)
+        reshared |= redrawn
         new_paths = tree.scope_paths()
         files: dict[str, tuple[dict, str]] = {}
         moved_in = [f for f in new_paths if f not in old_paths]
@@ -290,13 +340,20 @@ class GoogleDriveSource:
             if node is not None and node_id not in new_paths and node.parent not in new_paths:
                 tree.nodes.pop(node_id)
                 tree.dirty.discard(node_id)
-        # Folders renamed or moved within the scope: their files' paths changed, so re-list them
-        # (one query per 40 folders) and hand the files over as renames (same version: payload only).
+        # Folders renamed or moved within the scope: their files' paths changed; folders under one whose sharing
+        # changed: their files' readers did. Re-list them (one query per 40 folders) and hand the files over as
+        # renames (same version: payload only).
         repathed = [f for f in new_paths if f in old_paths and old_paths[f] != new_paths[f]]
-        for start in range(0, len(repathed), PARENTS_PER_QUERY):
-            batch = repathed[start : start + PARENTS_PER_QUERY]
+        inherit = tree.folders_under(sorted(f for f in reshared if f in new_paths))
+        relist = list(dict.fromkeys([*repathed, *(f for f in inherit if f in new_paths and f not in moved_in)]))
+        for start in range(0, len(relist), PARENTS_PER_QUERY):
+            batch = relist[start : start + PARENTS_PER_QUERY]
             for item in self.api.list_children(batch):
-                if item.get("mimeType") not in (FOLDER, SHORTCUT):
+                node = tree.nodes.get(item["id"])
+                if item.get("mimeType") == FOLDER and node is not None:
+                    node.access = folder_access(item, self._now)  # it inherits what changed above it too
+                    tree.put(item["id"], node)
+                elif item.get("mimeType") not in (FOLDER, SHORTCUT):
                     files.setdefault(item["id"], (item, first_parent(item, set(batch)) or ""))
 
         candidates = {file_id for file_id, _ in self.store.files_under(moved_out)}
@@ -335,10 +392,20 @@ class GoogleDriveSource:
             next_cursor=token,
         )
 
+    def _reread(self, file_id: str) -> dict:
+        """A file as a change entry of the feed would give it; one gone from Drive (404) as removed."""
+        try:
+            return {"fileId": file_id, "file": self.api.get_file(file_id)}
+        except DriveApiError as exc:
+            if exc.status == 404:
+                return {"fileId": file_id, "removed": True}
+            raise
+
     # -- Source protocol ---------------------------------------------------------------------------
 
     def changes(self, cursor: str | None, known: Mapping[str, KnownDocument]) -> ChangeSet:
         self._known = known
+        self._now = self._clock()
         state = self.store.state()
         # At the tree's token every change handed out was applied. At the cursor the handed-out set started from,
         # the run that got it died before saving its cursor; only a full listing's set starts from None.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import NamedTuple
 
 from flows.rag.indexable import not_allowed_reason, parse_name, skip_reason
-from flows.rag.readers import PRIVATE, readers_of
+from flows.rag.readers import PRIVATE, next_lapse, readers_of
 from flows.rag.sources.base import DocumentRef, KnownDocument
 
 NATIVE_PREFIX = "application/vnd.google-apps."
@@ -28,12 +30,39 @@ EXPORTS: dict[str, tuple[str, str]] = {
 # Who may read a file (flows/rag/readers.py). files.list returns ``permissions`` "only if the requesting user can
 # share the file" and never for items in shared drives, "due to the potential size of shared drive ACLs": those
 # are read with permissions.list (developers.google.com/workspace/drive/api/guides/shared-drives-diffs).
-PERMISSION_FIELDS = "type,role,emailAddress,domain,deleted"
+# A file's permissions include those it inherits from its folders (permissions.list: "inherited ones included").
+PERMISSION_FIELDS = "type,role,emailAddress,domain,deleted,expirationTime"
 # Field selection: only what the plan and the payload need, so a page of 1000 stays small.
 FILE_FIELDS = (
     "id,name,mimeType,parents,trashed,md5Checksum,headRevisionId,modifiedTime,size,driveId,"
     f"webViewLink,shortcutDetails(targetId,targetMimeType),permissions({PERMISSION_FIELDS})"
 )
+
+
+class Access(NamedTuple):
+    """Who may read a file at the time it was listed, and when that next shrinks (an expiring grant)."""
+
+    readers: tuple[str, ...]
+    lapses: datetime | None
+
+
+def access_of(item: dict, permissions: list[dict] | None, now: datetime) -> Access:
+    """``permissions``: the file's, when not in ``item`` (a shared drive's file); neither: they could not be read,
+    and the document is private to the service account."""
+    if permissions is None:
+        permissions = item.get("permissions")
+    if permissions is None:
+        return Access(PRIVATE, None)
+    return Access(readers_of(permissions, now), next_lapse(permissions, now))
+
+
+def folder_access(item: dict, now: datetime) -> str | None:
+    """What a folder passes on to the files under it, as a comparable string; None when its listing does not say
+    (a shared drive's folder, or one this account may not share)."""
+    if item.get("permissions") is None:
+        return None
+    readers, lapses = access_of(item, None, now)
+    return json.dumps([readers, lapses.isoformat() if lapses else None])
 
 
 def is_native(mime: str | None) -> bool:
@@ -118,14 +147,11 @@ def to_ref(
     max_bytes: int | None,
     known: KnownDocument | None = None,
     revised: str | None = None,
-    permissions: list[dict] | None = None,
+    readers: tuple[str, ...] = PRIVATE,
 ) -> DocumentRef:
-    """``known``/``revised``: see version_of. ``permissions``: the file's, when not in ``item`` (a shared drive's
-    file); neither: they could not be read, and the document is private to the service account."""
+    """``known``/``revised``: see version_of; ``readers``: access_of's."""
     name = item.get("name", "")
     mime = item.get("mimeType")
-    if permissions is None:
-        permissions = item.get("permissions")
     return DocumentRef(
         doc_id=item["id"],
         name=name,
@@ -137,5 +163,5 @@ def to_ref(
         parse_name=drive_parse_name(name, mime),
         link=item.get("webViewLink"),
         skip_reason=skip_of(item, allowlist, max_bytes),
-        readers=PRIVATE if permissions is None else readers_of(permissions),
+        readers=readers,
     )

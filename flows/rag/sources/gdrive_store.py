@@ -20,6 +20,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import islice
 from typing import NamedTuple
 
@@ -43,6 +44,12 @@ MIGRATIONS = [
     " PRIMARY KEY (source_id, part))",
     "ALTER TABLE gdrive_state ADD COLUMN unapplied_from TEXT",
     "ALTER TABLE gdrive_state ADD COLUMN unapplied_complete INTEGER NOT NULL DEFAULT 0",
+    # Sharing the change feed does not report (flows/rag/sources/gdrive.py): what each folder passes on, to tell
+    # a folder's sharing change from its other changes, and when each file's readers next lapse.
+    "ALTER TABLE gdrive_nodes ADD COLUMN sharing TEXT",
+    "ALTER TABLE gdrive_state ADD COLUMN roots_sharing_json TEXT",
+    "ALTER TABLE gdrive_files ADD COLUMN lapses_at TEXT",
+    "CREATE INDEX gdrive_files_lapses ON gdrive_files (source_id, lapses_at)",
 ]
 
 _CHUNK = 5000
@@ -52,6 +59,21 @@ def _chunks(rows: Iterable, size: int = _CHUNK) -> Iterator[list]:
     items = iter(rows)
     while part := list(islice(items, size)):
         yield part
+
+
+def instant(when: datetime) -> str:
+    """A time as stored: one UTC format, so stored times compare as strings in SQL."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class FileRow(NamedTuple):
+    """A file in the scope: its folder, the shortcut it is held through (None: held directly), and when its
+    readers next lapse (None: never)."""
+
+    file_id: str
+    parent_id: str
+    shortcut_id: str | None
+    lapses_at: datetime | None = None
 
 
 class SyncState(NamedTuple):
@@ -125,15 +147,27 @@ class GdriveStore:
 
     def load_tree(self) -> Tree:
         with self.db.connect() as conn:
-            row = conn.execute("SELECT roots_json FROM gdrive_state WHERE source_id = %s", (self.source_id,)).fetchone()
+            row = conn.execute(
+                "SELECT roots_json, roots_sharing_json FROM gdrive_state WHERE source_id = %s", (self.source_id,)
+            ).fetchone()
             rows = conn.execute(
-                "SELECT node_id, parent_id, name, kind, target_id FROM gdrive_nodes WHERE source_id = %s",
+                "SELECT node_id, parent_id, name, kind, target_id, sharing FROM gdrive_nodes WHERE source_id = %s",
                 (self.source_id,),
             ).fetchall()
         tree = Tree(json.loads(row[0]) if row and row[0] else {})
-        for node_id, parent, name, kind, target in rows:
-            tree.nodes[node_id] = Node(parent, name, kind, target)
+        tree.root_access = json.loads(row[1]) if row and row[1] else {}
+        for node_id, parent, name, kind, target, sharing in rows:
+            tree.nodes[node_id] = Node(parent, name, kind, target, sharing)
         return tree
+
+    def lapsed(self, now: datetime) -> list[str]:
+        """Files whose readers lapsed by ``now`` (an expired permission), to be read again."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                "SELECT file_id FROM gdrive_files WHERE source_id = %s AND lapses_at <= %s ORDER BY file_id",
+                (self.source_id, instant(now)),
+            ).fetchall()
+        return [file_id for (file_id,) in rows]
 
     def files_under(self, parents: list[str]) -> list[tuple[str, str | None]]:
         """(file id, shortcut id) of files recorded directly in these folders."""
@@ -172,7 +206,7 @@ class GdriveStore:
         self,
         tree: Tree,
         token: str,
-        files: list[tuple[str, str, str | None]],
+        files: list[FileRow],
         removed: Iterable[str],
         replace: bool,
         rules: str,
@@ -181,7 +215,8 @@ class GdriveStore:
         """Persist the tree and the file rows, mark them as matching ``token`` and judged by ``rules``, and record
         the document changes handed out with ``token`` — one transaction."""
         sid = self.source_id
-        state = (sid, token, json.dumps(tree.roots, sort_keys=True), rules, handed.since, int(handed.complete))
+        roots = (json.dumps(tree.roots, sort_keys=True), json.dumps(tree.root_access, sort_keys=True))
+        state = (sid, token, *roots, rules, handed.since, int(handed.complete))
         with self.db.connect() as conn:
             if replace:
                 conn.execute("DELETE FROM gdrive_nodes WHERE source_id = %s", (sid,))
@@ -206,27 +241,28 @@ class GdriveStore:
                     (sid, number, _encode_part(part)),
                 )
             upsert_node = (
-                "INSERT INTO gdrive_nodes (source_id, node_id, parent_id, name, kind, target_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source_id, node_id) DO UPDATE SET"
+                "INSERT INTO gdrive_nodes (source_id, node_id, parent_id, name, kind, target_id, sharing)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_id, node_id) DO UPDATE SET"
                 " parent_id = excluded.parent_id, name = excluded.name, kind = excluded.kind,"
-                " target_id = excluded.target_id"
+                " target_id = excluded.target_id, sharing = excluded.sharing"
             )
             for chunk in _chunks(dirty):
                 rows = [(sid, n, tree.nodes[n].parent, tree.nodes[n].name, tree.nodes[n].kind,
-                         tree.nodes[n].target) for n in chunk]  # fmt: skip
+                         tree.nodes[n].target, tree.nodes[n].access) for n in chunk]  # fmt: skip
                 conn.executemany(upsert_node, rows)
             upsert_file = (
-                "INSERT INTO gdrive_files (source_id, file_id, parent_id, shortcut_id)"
-                " VALUES (%s, %s, %s, %s)"
+                "INSERT INTO gdrive_files (source_id, file_id, parent_id, shortcut_id, lapses_at)"
+                " VALUES (%s, %s, %s, %s, %s)"
                 " ON CONFLICT (source_id, file_id) DO UPDATE SET parent_id = excluded.parent_id,"
-                " shortcut_id = excluded.shortcut_id"
+                " shortcut_id = excluded.shortcut_id, lapses_at = excluded.lapses_at"
             )
             for chunk in _chunks(files):
-                conn.executemany(upsert_file, [(sid, *row) for row in chunk])
+                conn.executemany(upsert_file, [(sid, *f[:3], f.lapses_at and instant(f.lapses_at)) for f in chunk])
             conn.execute(
-                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, listing_rules, unapplied_from,"
-                " unapplied_complete, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (source_id)"
-                " DO UPDATE SET tree_token = excluded.tree_token, roots_json = excluded.roots_json,"
+                "INSERT INTO gdrive_state (source_id, tree_token, roots_json, roots_sharing_json, listing_rules,"
+                " unapplied_from, unapplied_complete, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (source_id) DO UPDATE SET tree_token = excluded.tree_token,"
+                " roots_json = excluded.roots_json, roots_sharing_json = excluded.roots_sharing_json,"
                 " listing_rules = excluded.listing_rules, unapplied_from = excluded.unapplied_from,"
                 " unapplied_complete = excluded.unapplied_complete, updated_at = excluded.updated_at",
                 (*state, utc_now()),

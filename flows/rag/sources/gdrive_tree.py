@@ -29,6 +29,7 @@ class Node:
     name: str
     kind: str = KIND_FOLDER
     target: str | None = None
+    access: str | None = None  # a folder's gdrive_refs.folder_access, to tell a sharing change; None: unknown
 
 
 def first_parent(item: dict, prefer: Container[str] | None = None) -> str | None:
@@ -58,6 +59,7 @@ class Tree:
 
     def __init__(self, roots: dict[str, str]) -> None:
         self.roots = roots  # root folder or shared-drive id -> display name
+        self.root_access: dict[str, str | None] = {}  # root folder id -> its folder_access, as Node.access
         self.nodes: dict[str, Node] = {}
         self.dirty: set[str] = set()  # ids to upsert into the ledger
         self.deleted: set[str] = set()  # ids to delete from the ledger
@@ -93,6 +95,22 @@ class Tree:
                 paths[target] = f"{base}/{node.name}"
                 queue.append(target)
         return paths
+
+    def folders_under(self, starts: list[str]) -> list[str]:
+        """``starts`` and the folders below them by parenthood alone, what inherits their sharing (a folder
+        shortcut's target keeps its own), each once."""
+        children: dict[str, list[str]] = defaultdict(list)
+        for node_id, node in self.nodes.items():
+            if node.parent is not None and node.kind == KIND_FOLDER:
+                children[node.parent].append(node_id)
+        found = dict.fromkeys(starts)
+        queue = deque(starts)
+        while queue:
+            for child in children.get(queue.popleft(), ()):
+                if child not in found:
+                    found[child] = None
+                    queue.append(child)
+        return list(found)
 
     def file_shortcuts(self, paths: dict[str, str]) -> dict[str, tuple[str, str]]:
         """Target file id -> (shortcut id, path) for file shortcuts that are in scope."""
