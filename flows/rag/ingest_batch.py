@@ -24,7 +24,7 @@ from flows.rag.batches import BatchJob
 from flows.rag.config import RagOptions, load_config
 from flows.rag.embed import get_embedder
 from flows.rag.parser_pool import get_parser_pool
-from flows.rag.pipeline import BatchIndexer
+from flows.rag.pipeline import BatchIndexer, refreshable_fields
 from flows.rag.resources import RagResources, SourceSpec, open_resources
 from flows.rag.sources.base import DocumentRef, Source
 
@@ -38,16 +38,16 @@ def apply_removals_and_renames(
     resources: RagResources, src: Source, removed: tuple[str, ...], refreshed: tuple[DocumentRef, ...]
 ) -> None:
     """Changes that need no parsing: delete removed documents' points, refresh the payloads of those renamed or
-    shared otherwise, and record both in the ledger."""
+    shared otherwise (in the served collection too, during a model migration), and record both in the ledger."""
+    for store in (resources.store, resources.served_store()):
+        if store is None:
+            continue
+        if removed:
+            store.delete_documents(src.source_id, list(removed))
+        for ref in refreshed:
+            store.set_document_metadata(src.source_id, ref.doc_id, refreshable_fields(ref))
     if removed:
-        resources.store.delete_documents(src.source_id, list(removed))
         resources.ledger.mark_deleted(src.source_id, list(removed))
-    for ref in refreshed:
-        resources.store.set_document_metadata(
-            src.source_id,
-            ref.doc_id,
-            {"title": ref.name, "path": ref.path, "modified": ref.modified, "readers": list(ref.readers)},
-        )
     if refreshed:
         resources.ledger.refresh_metadata(src.source_id, list(refreshed))
 
@@ -65,6 +65,7 @@ def index_documents(
             load_embedder=partial(get_embedder, config.embedding_model, config.device, config.embed_precision),
             parsers=get_parser_pool(config.parse_workers, config.parse_memory_mb),
             config=config,
+            served=resources.served_store(),
         )
         return indexer.run(list(documents)).summary()
 

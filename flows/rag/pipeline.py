@@ -70,6 +70,16 @@ class BatchReport:
         }
 
 
+def refreshable_fields(ref: DocumentRef) -> dict[str, Any]:
+    """The payload fields a rename, a move or a sharing change updates in place, without a new version."""
+    return {
+        "title": ref.name,
+        "path": ref.path,
+        "modified": ref.modified,
+        "readers": list(ref.readers),  # who may see it: search --as filters on it (flows/rag/readers.py)
+    }
+
+
 def document_fields(source_id: str, ref: DocumentRef) -> dict[str, Any]:
     """The payload fields that come from the document, not from a chunk: a copy by checksum (duplicates.py)
     takes the other document's chunks with these of its own."""
@@ -77,13 +87,9 @@ def document_fields(source_id: str, ref: DocumentRef) -> dict[str, Any]:
         "source_id": source_id,
         "doc_id": ref.doc_id,
         "version": ref.version,
-        "title": ref.name,
-        "path": ref.path,
         "link": ref.link,
         "mime_type": ref.mime_type,
-        "modified": ref.modified,
-        "readers": list(ref.readers),  # who may see it: search --as filters on it (flows/rag/readers.py)
-    }
+    } | refreshable_fields(ref)
 
 
 def chunk_payloads(source_id: str, piece: Slice) -> list[dict[str, Any]]:
@@ -117,9 +123,12 @@ class BatchIndexer:
         load_embedder: Callable[[], Embedder],
         parsers: ParserPool,
         config: RagConfig,
+        served: VectorStore | None = None,
     ) -> None:
+        """``served``: the collection the alias serves during a model migration (RagResources.served_store)."""
         self.source = source
         self.store = store
+        self.served = served
         self.ledger = ledger
         self.load_embedder = load_embedder
         self.parsers = parsers
@@ -180,12 +189,18 @@ class BatchIndexer:
         complete = [piece for piece in group if piece.last]  # a document is indexed once all of its points are in
         if complete:
             self.store.delete_stale(source_id, {piece.ref.doc_id: piece.ref.version for piece in complete})
+            if self.served is not None:
+                # Its served chunks keep their text until the alias swaps, but take who may read them now.
+                for piece in complete:
+                    self.served.set_document_metadata(source_id, piece.ref.doc_id, refreshable_fields(piece.ref))
             self._record([indexed_outcome(piece.ref, piece.parsed) for piece in complete])
         self.report.seconds["write"] += time.perf_counter() - started
 
     def _write_problems(self, outcomes: list[DocumentOutcome]) -> None:
-        # A document that can no longer be indexed must not keep points of an older version.
-        self.store.delete_documents(self.source.source_id, [o.ref.doc_id for o in outcomes])
+        # A document that can no longer be indexed must not keep points of an older version, in either collection.
+        for store in (self.store, self.served):
+            if store is not None:
+                store.delete_documents(self.source.source_id, [o.ref.doc_id for o in outcomes])
         self._record(outcomes)
 
     def _record(self, outcomes: list[DocumentOutcome]) -> None:

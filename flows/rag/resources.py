@@ -59,6 +59,7 @@ class RagResources:
     db: Database
     ledger: RagLedger
     _store: VectorStore | None = field(default=None, repr=False)
+    _served: VectorStore | None = field(default=None, repr=False)
     _sources: dict[str, Source] = field(default_factory=dict, repr=False)
 
     @property
@@ -72,6 +73,17 @@ class RagResources:
         if self._store is None:
             self._store = open_store(self.connections, self.config.embedding_model)
         return self._store
+
+    def served_store(self) -> VectorStore | None:
+        """During a model migration, the collection the alias still serves (None when the run writes that one,
+        or nothing is served yet). Removals and payload changes must reach it too: else, for the days a 60 TB
+        migration takes, readers would see deleted documents and readers whose access was revoked."""
+        served = self.ledger.published_model(self.collection)
+        if served is None or served == self.config.embedding_model:
+            return None
+        if self._served is None or self._served.model != served:
+            self._served = open_store(self.connections, served)
+        return self._served
 
     def use_model(self, model: str) -> None:
         """Set the run's one embedding model explicitly (so it travels in every batch's options); the store,

@@ -228,6 +228,32 @@ def test_an_explicit_run_back_to_the_served_model_cancels_the_migration(
     assert alias == f"documents__{MODEL}__384"
 
 
+def test_a_removal_during_a_migration_leaves_the_served_collection_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, removals reached only the new collection: readers kept finding a deleted document until the
+    migration ended (days, at 60 TB)."""
+    from flows.rag.store_edge import EdgeStore
+
+    spec, ledger_url, migrate = _interrupted_migration(tmp_path)
+    with Database(ledger_url).connect() as conn:
+        [(still_old,)] = conn.execute(
+            "SELECT doc_id FROM rag_documents WHERE embedding_model = %s", (MODEL,)
+        ).fetchall()
+    (Path(spec.path) / still_old).unlink()
+    served = open_resources(load_config(config_for(tmp_path, ledger_url))).store
+    assert {p["doc_id"] for p in served.payloads(["doc_id"])} == {"tides.txt", "glaciers.txt"}
+
+    def crash(self: EdgeStore) -> None:
+        raise RuntimeError("killed before the alias swap")
+
+    monkeypatch.setattr(EdgeStore, "publish", crash)
+    with pytest.raises(RuntimeError, match="alias swap"):
+        rag_sync(spec, migrate)
+    assert served.alias_target() == served.collection  # readers are still on the old model's collection
+    assert {p["doc_id"] for p in served.payloads(["doc_id"])} == {"tides.txt", "glaciers.txt"} - {still_old}
+
+
 def test_a_sync_with_nothing_to_do_does_not_need_the_vector_store(tmp_path: Path) -> None:
     from flows.common.errors import ServiceUnavailable
 
