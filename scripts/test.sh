@@ -21,7 +21,14 @@ fi
 ruff check .
 ruff format --check .
 # pytest exits 5 when it collected nothing; with `set -e` that fails the run, as it should.
-pytest -q -p no:cacheprovider --durations=15 "$@"
+if [ $# -eq 0 ]; then
+  # The quick tests on two workers (most of them wait on subprocesses and servers, not on the CPU), then the slow
+  # end-to-end ones one at a time: each of those fills the machine by itself.
+  pytest -q -p no:cacheprovider -n "${SWARM_TEST_WORKERS:-2}" --dist loadgroup -m "not slow" --durations=15
+  pytest -q -p no:cacheprovider -m slow --durations=15
+else
+  pytest -q -p no:cacheprovider --durations=15 "$@"
+fi
 if [ -n "$resolver" ]; then
   status=0
   wait "$resolver" || status=$?

@@ -25,6 +25,18 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 PG_ADMIN_URL = os.environ.get("SWARM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+# What one machine has only one of: under pytest-xdist (scripts/test.sh) the tests that use it share one worker
+# (--dist loadgroup), so there is one gateway per run and the test hosts' fixed names never meet.
+_ONE_PER_MACHINE = {"gateway": "gateway", "network": "test-hosts"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, group in _ONE_PER_MACHINE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One throwaway Prefect API for the whole session; the user's data dir is never touched."""

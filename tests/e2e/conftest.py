@@ -34,7 +34,9 @@ def network(tmp_path: Path) -> Iterator[Network]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _can_make_hosts():
+    # Under pytest-xdist only the controller, once every worker is done: a worker that finished early would
+    # tear down the hosts of a test still running on another.
+    if _can_make_hosts() and not hasattr(session.config, "workerinput"):
         release_hosts()
 
 
