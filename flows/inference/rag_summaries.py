@@ -15,13 +15,12 @@ again only its failed lines.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.common.atomic_file import write_atomically
 from flows.common.errors import SwarmError
 from flows.inference.paths import batch_roots, confine
 from flows.inference.summaries import (
@@ -37,16 +36,6 @@ from flows.inference.summaries import (
 from flows.rag.config import load_config
 from flows.rag.ledger import INDEXED
 from flows.rag.resources import RagResources, open_resources
-
-
-def write_atomically(path: Path, lines: list[str]) -> None:
-    """The whole input or none of it: starlord must never read a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def apply_answers(services: RagResources, answers: list[Answer]) -> tuple[int, int, list[str]]:
@@ -102,7 +91,7 @@ def rag_summaries(
     folder.mkdir(parents=True, exist_ok=True)
     inp, out = folder / f"summaries-{name}.jsonl", folder / f"summaries-{name}.out.jsonl"
     if not inp.exists():  # a re-run after a crash keeps the input the output belongs to
-        write_atomically(inp, lines)
+        write_atomically(inp, "".join(line + "\n" for line in lines))  # starlord never reads half a file
     parameters: dict[str, Any] = {"input_path": str(inp), "output_path": str(out), "retry_failed": True}
     if model:
         parameters["model"] = model

@@ -4,8 +4,9 @@ Tokenization happens in the parser processes (parse.py), so this stage only pads
 forward pass: the GPU is not left waiting on a single Python thread that tokenizes. Batches are sorted
 by length to keep padding small, and bounded by padded tokens as well as by chunks, so that they fit the GPU's
 free memory; a pass that runs out of it is retried in halves (flows/rag/embed_plan.py). The model runs in fp16
-on CUDA; on a CPU with native bf16 (AVX-512 BF16 or AMX) in bf16 if a timed forward pass at load shows it
-faster than fp32 (it is not on every such CPU), else fp32; the vectors it returns are fp32.
+on CUDA; on a CPU with native bf16 (AVX-512 BF16 or AMX) in bf16 if a timed forward pass shows it faster than
+fp32 (it is not on every such CPU; timed once per machine and model, flows/rag/precision_memory.py), else fp32;
+the vectors it returns are fp32.
 
 The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
 pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
@@ -21,10 +22,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from flows.common.blocks import data_dir
 from flows.common.errors import ConfigError, SwarmError
 from flows.rag.config import Precision, RagConfig
 from flows.rag.embed_plan import (
@@ -37,6 +40,7 @@ from flows.rag.embed_plan import (
     run_batches,
 )
 from flows.rag.model_files import load_tokenizer, model_dimension, model_layout, offline_hub
+from flows.rag.precision_memory import FILE_NAME, cpu_name, machine_key, recalled_speedup, remember_speedup
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +144,22 @@ class Embedder:
         self.model.to(self.device).eval()
         self.bf16_speedup: float | None = None  # measured only where auto may pick bf16 on a CPU
         if self.device == "cpu" and precision == "auto" and cpu_has_native_bf16():
-            self.bf16_speedup = measure_bf16_speedup(self.model, self.window)
+            self.bf16_speedup = self._bf16_speedup(layout.transformer_dir / "config.json")
             self.precision = choose_precision(self.device, precision, self.bf16_speedup)
             self.model.to(getattr(torch, self.precision))
         self.cpu_threads = torch.get_num_threads()  # torch's default: one per core
         self.dim = model_dimension(model)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    def _bf16_speedup(self, model_config: Path) -> float:
+        """Timed on this machine's first load of the model, then recalled (flows/rag/precision_memory.py)."""
+        memory = data_dir() / FILE_NAME
+        key = machine_key(cpu_name(), self._torch.get_num_threads(), self._torch.__version__, model_config)
+        speedup = recalled_speedup(memory, key)
+        if speedup is None:
+            speedup = measure_bf16_speedup(self.model, self.window)
+            remember_speedup(memory, key, speedup)
+        return speedup
 
     def _gpu_budget(self) -> int:
         """From the GPU's free memory before the weights are copied there (a ConfigError if they and one chunk

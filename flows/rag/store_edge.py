@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import qdrant_edge as qe
 
+from flows.common.atomic_file import write_atomically
 from flows.common.errors import ServiceUnavailable
 from flows.common.process_cache import ProcessCache
 from flows.rag.sparse import Sparse
@@ -54,21 +55,6 @@ _NEW = ".new-"  # a shard being built; renamed into place once complete
 _ROOM_FACTOR = 4
 _ROOM_MARGIN = 64 << 20
 _SCHEMAS = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a torn one, also across a power cut."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_room(path: Path, needed: int) -> None:

