@@ -98,7 +98,11 @@ def kill_tool_groups(pid: int) -> None:
 
 
 def default_workers() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
+    """One parser per core this process may run on (its CPU affinity: a container or a systemd CPUAffinity= gets
+    fewer than the machine has), less one for the embed and write stages: on thanos the GPU embeds, and feeding
+    it takes about a core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores - 1)
 
 
 class ParserPool:
