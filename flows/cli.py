@@ -292,10 +292,16 @@ def ingest(
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
 
 
+Mode = Annotated[
+    str | None, typer.Option("--mode", help="dense (query vector) or hybrid (with a text match) [SWARM_SEARCH_MODE].")
+]
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many chunks to show.")] = 5,
+    mode: Mode = None,
     data_dir: DataDir = None,
     ledger_url: LedgerUrl = None,
     qdrant_url: QdrantUrl = None,
@@ -308,24 +314,17 @@ def search(
     groups: Annotated[str | None, typer.Option(help="The reader's groups, comma-separated (with --as).")] = None,
 ) -> None:
     """Show the chunks closest to QUERY, with score, document and a snippet."""
-    from flows.rag.config import load_config
-    from flows.rag.embed import embed_queries
     from flows.rag.readers import allowed_readers
-    from flows.rag.resources import open_resources
+    from flows.rag.search import search_chunks
 
     with _one_line_errors():
         if groups and not reader:
             raise ConfigError("--groups needs --as: the reader they belong to")
         # Without --as, everything: whoever runs this reads the store directly anyway.
         must = [("readers", allowed_readers(reader, (groups or "").split(",")))] if reader else []
-        config = load_config(
-            _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url,
-                       qdrant_path=qdrant_path, collection=collection, embedding_model=model)
-        )  # fmt: skip
-        resources = open_resources(config)
-        resources.use_served_model()
-        vector = embed_queries(resources.config, [query])[0]
-        hits = resources.store.search(vector, k, must=must)
+        config = _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
+                            collection=collection, embedding_model=model, search_mode=mode)  # fmt: skip
+        [hits] = search_chunks(config, [query], k, must).hits
     if not hits:
         out.print(
             f"no results that {reader} may read" if reader else "no results (is anything indexed? try `swarm status`)"
@@ -341,6 +340,49 @@ def search(
             soft_wrap=True,
         )
         out.print(f"   {snippet}", highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+def evaluate(
+    queries: Annotated[
+        Path,
+        typer.Argument(
+            help='JSON Lines, one {"query": "...", "relevant": ["path", ...]} per line; the first malformed line'
+            " stops the evaluation, naming its number."
+        ),
+    ],
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Documents counted by recall@k.")] = 10,
+    mode: Mode = None,
+    data_dir: DataDir = None,
+    ledger_url: LedgerUrl = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_path: QdrantPath = None,
+    collection: Collection = None,
+    model: Model = None,
+) -> None:
+    """Score search on a query set: recall@k, reciprocal rank and nDCG@10 per query, and their means.
+
+    A relevant path matches a hit's document path on whole components from the end (library/os.html matches
+    html/library/os.html); a document counts once, at its best chunk's rank (flows/rag/evaluation.py)."""
+    from flows.rag.config import load_config
+    from flows.rag.evaluation import report_rows
+    from flows.rag.search import evaluate as score_queries
+    from flows.rag.search import read_query_set
+
+    with _one_line_errors():
+        query_set = read_query_set(queries)
+        config = load_config(
+            _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
+                       collection=collection, embedding_model=model, search_mode=mode)
+        )  # fmt: skip
+        mode_run, scores = score_queries(config, query_set, k)
+        rows = report_rows(scores, k)
+    table = Table(*rows[0], title=f"Retrieval of {queries} ({mode_run} search)")
+    for row in rows[:-1]:
+        table.add_row(*row.values())
+    table.add_section()
+    table.add_row(*rows[-1].values())
+    out.print(table)
 
 
 @app.command()

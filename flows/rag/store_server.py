@@ -21,7 +21,6 @@ from flows.rag.store import (
     UpsertError,
     VectorStore,
     dense_vector,
-    prefetch_limit,
 )
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES
 
@@ -254,8 +253,10 @@ class ServerStore(VectorStore):
         )
         return _hits(found)
 
-    def _search_hybrid(self, served: str, vector: Sequence[float], words: Sparse, limit: int, must: Must) -> list[Hit]:
-        flt, candidates = _filter(must), prefetch_limit(limit)
+    def _search_hybrid(
+        self, served: str, vector: Sequence[float], words: Sparse, candidates: int, must: Must
+    ) -> list[Hit]:
+        flt = _filter(must)
         found = self.client.query_points(
             served,
             prefetch=[
@@ -263,7 +264,7 @@ class ServerStore(VectorStore):
                 models.Prefetch(query=_sparse(words), using=SPARSE_VECTOR, filter=flt, limit=candidates),
             ],
             query=models.FusionQuery(fusion=models.Fusion.RRF),  # the server's RRF constant is RRF_K's 60
-            limit=limit,
+            limit=2 * candidates,
             with_payload=True,
         )
         return _hits(found)

@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.rag.config import load_config
-from flows.rag.embed import embed_queries
-from flows.rag.resources import open_resources
+from flows.rag.search import search_chunks
 from flows.rag.store import Must
 
 
@@ -19,15 +17,10 @@ def retrieve_local_context(
     queries: list[str], rag_config: dict[str, Any] | None, k: int, must: Must = ()
 ) -> dict[str, list[dict]]:
     """query -> up to ``k`` payloads of the closest chunks (text, title, path) that match ``must`` (a reader's
-    filter on ``readers``, flows/rag/readers.py). Raises SwarmError when the ledger or Qdrant cannot be opened.
-    The queries are embedded as embed_queries decides: on the CPU unless the device is cuda, then holding the
-    node's GPU slot (``gpu:thanos``)."""
-    resources = open_resources(load_config(rag_config))
-    resources.use_served_model()
-    store = resources.store
-    vectors = embed_queries(resources.config, queries)
-    pairs = zip(queries, vectors, strict=True)
-    return {query: [hit.payload or {} for hit in store.search(vector, k, must=must)] for query, vector in pairs}
+    filter on ``readers``, flows/rag/readers.py), found by flows/rag/search.py. Raises SwarmError when the ledger
+    or Qdrant cannot be opened."""
+    found = search_chunks(rag_config, queries, k, must).hits
+    return {query: [hit.payload or {} for hit in hits] for query, hits in zip(queries, found, strict=True)}
 
 
 def write_context_files(chunks: list[dict[str, Any]], folder: Path) -> Path | None:

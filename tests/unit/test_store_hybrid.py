@@ -148,7 +148,9 @@ def test_the_server_gets_two_filtered_prefetches_fused_by_rrf(tmp_path: Path) ->
         store.search(QUERY, limit, must, text=f"The {WORD}!", mode="hybrid")
         request = wire.queries[-1]
         dense, sparse = request["prefetch"]
-        assert request["limit"] == limit and request["query"] == models.FusionQuery(fusion=models.Fusion.RRF)
+        assert request["limit"] == 2 * prefetch_limit(limit) and request["query"] == models.FusionQuery(
+            fusion=models.Fusion.RRF
+        )
         assert dense.limit == sparse.limit == max(4 * limit, 20) == prefetch_limit(limit)
         assert dense.query == QUERY and dense.using is None  # the unnamed dense vector
         assert sparse.using == SPARSE_VECTOR and sparse.query.indices == list(encode_query(WORD).indices)
@@ -171,3 +173,20 @@ def test_a_new_server_collection_is_made_for_a_corpus_larger_than_memory(tmp_pat
     served = wire.get_collection(store.collection).config.params
     assert served.sparse_vectors[SPARSE_VECTOR].modifier == models.Modifier.IDF
     assert served.vectors.size == 4  # still the unnamed vector: dense searches unchanged
+
+
+def test_chunks_at_mirrored_ranks_tie_and_come_in_the_same_order_every_time(kind: str, tmp_path: Path) -> None:
+    """One chunk is first by vector and second by text, the other the reverse: RRF scores them the same, and the
+    engines ordered such ties differently from one process to the next."""
+    store = _engine(kind, tmp_path)
+    store.ensure_collection()
+    texts = {"by-vector": f"one {WORD} among many other words about the bark", "by-text": f"{WORD} {WORD} {WORD}"}
+    vectors = {"by-vector": [1.0, 0.0, 0.0, 0.0], "by-text": [0.7, 0.7, 0.0, 0.0]}
+    ids = [point_id("S", doc, 0) for doc in texts]
+    payloads = [{"source_id": "S", "doc_id": doc, "version": "v1", "text": text} for doc, text in texts.items()]
+    store.upsert(ids, np.asarray(list(vectors.values()), dtype=np.float32), payloads)
+    store.optimize()
+    hits = store.search(QUERY, 2, text=WORD, mode="hybrid")
+    assert hits[0].score == hits[1].score
+    assert [hit.id for hit in hits] == sorted(ids)
+    assert [hit.id for hit in store.search(QUERY, 1, text=WORD, mode="hybrid")] == sorted(ids)[:1]
