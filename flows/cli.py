@@ -314,14 +314,11 @@ def search(
     groups: Annotated[str | None, typer.Option(help="The reader's groups, comma-separated (with --as).")] = None,
 ) -> None:
     """Show the chunks closest to QUERY, with score, document and a snippet."""
-    from flows.rag.readers import allowed_readers
-    from flows.rag.search import search_chunks
+    from flows.rag.readers import reader_filter
+    from flows.rag.search import search_chunks, views
 
     with _one_line_errors():
-        if groups and not reader:
-            raise ConfigError("--groups needs --as: the reader they belong to")
-        # Without --as, everything: whoever runs this reads the store directly anyway.
-        must = [("readers", allowed_readers(reader, (groups or "").split(",")))] if reader else []
+        must = reader_filter(reader, (groups or "").split(","))
         config = _overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url, qdrant_path=qdrant_path,
                             collection=collection, embedding_model=model, search_mode=mode)  # fmt: skip
         [hits] = search_chunks(config, [query], k, must).hits
@@ -330,16 +327,9 @@ def search(
             f"no results that {reader} may read" if reader else "no results (is anything indexed? try `swarm status`)"
         )
         return
-    for rank, hit in enumerate(hits, start=1):
-        payload = hit.payload or {}
-        where = payload.get("path", "?") + (f" p.{payload['page']}" if payload.get("page") else "")
-        snippet = " ".join(str(payload.get("text", "")).split())[:200]
-        out.print(
-            f"{rank}. [{hit.score:.3f}] {payload.get('title', '?')} ({where})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        out.print(f"   {snippet}", highlight=False, soft_wrap=True)
+    for view in views(hits):
+        out.print(f"{view.rank}. [{view.score:.3f}] {view.title} ({view.where})", highlight=False, soft_wrap=True)
+        out.print(f"   {view.snippet}", highlight=False, soft_wrap=True)
 
 
 @app.command("eval")

@@ -97,3 +97,13 @@ def allowed_readers(email: str, groups: Sequence[str] = ()) -> list[str]:
         if name:
             values.append(f"group:{name}" if "@" in name else f"group:{name}@{domain}")
     return list(dict.fromkeys(values))
+
+
+def reader_filter(email: str | None, groups: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    """The search filter for a reader (flows/rag/store.py's ``must``); none without one: whoever searches without
+    naming a reader reads the store directly anyway."""
+    if not email:
+        if any(group.strip() for group in groups):
+            raise ConfigError("groups need a reader (--as, or the flow's reader): the one they belong to")
+        return []
+    return [("readers", allowed_readers(email, groups))]

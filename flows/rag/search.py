@@ -55,6 +55,30 @@ def search_chunks(
     return Searched(mode, hits)
 
 
+class HitView(NamedTuple):
+    """A hit as a reader sees it: CLI lines and the rag-search flow's artifact and result."""
+
+    rank: int
+    score: float
+    title: str
+    where: str  # the document's path, and the page where it has pages
+    link: str | None
+    snippet: str  # the chunk's text on one line, cut to SNIPPET_CHARS
+
+
+SNIPPET_CHARS = 200
+
+
+def views(hits: Sequence[Hit]) -> list[HitView]:
+    rows = []
+    for rank, hit in enumerate(hits, start=1):
+        payload = hit.payload or {}
+        where = str(payload.get("path", "?")) + (f" p.{payload['page']}" if payload.get("page") else "")
+        snippet = " ".join(str(payload.get("text", "")).split())[:SNIPPET_CHARS]
+        rows.append(HitView(rank, hit.score, str(payload.get("title", "?")), where, payload.get("link"), snippet))
+    return rows
+
+
 def read_query_set(path: Path) -> list[EvalQuery]:
     """The query set in the JSON Lines file ``path`` (flows/rag/evaluation.py); one ConfigError when it cannot be
     read or a line is malformed."""

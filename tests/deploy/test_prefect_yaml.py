@@ -27,6 +27,7 @@ POOLS = {"oracle", "starlord", "thanos"}
 RUNTIME_ONLY: dict[str, dict[str, Any]] = {
     "ingest-batch/thanos": {"source": {"kind": "local", "path": "/srv/swarm-data/inbox"}, "documents": []},
     "restore/manual": {"backup_id": "0b7c"},
+    "rag-search/thanos": {"queries": ["which card embeds the documents?"]},
 }
 
 
