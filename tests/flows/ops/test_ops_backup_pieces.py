@@ -26,21 +26,36 @@ def _snapshot(dbname: str) -> dict[str, list[tuple]]:
         }
 
 
-def _scratch_dbs() -> set[str]:
+@pytest.fixture
+def scratch_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases this test's backup calls create (other tests on other workers make their own)."""
+    made: list[str] = []
+    real = pg.create_database
+
+    def recording(base_dsn: str, dbname: str) -> None:
+        made.append(dbname)
+        real(base_dsn, dbname)
+
+    monkeypatch.setattr(pg, "create_database", recording)
+    return made
+
+
+def _existing(names: list[str]) -> set[str]:
     with psycopg.connect(PG_ADMIN_URL) as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'swarm_scratch_%'").fetchall()
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (names,)).fetchall()
     return {r[0] for r in rows}
 
 
-def test_dump_verify_change_restore_gives_the_dumped_data_back(source_db: str, tmp_path: Path) -> None:
+def test_dump_verify_change_restore_gives_the_dumped_data_back(
+    source_db: str, tmp_path: Path, scratch_made: list[str]
+) -> None:
     before = _snapshot(source_db)
     dump = tmp_path / f"{source_db}.dump"
-    scratch_before = _scratch_dbs()
     counts = pg.dump_database(PG_ADMIN_URL, source_db, dump)
     assert counts == {"public.documents": 250, "public.empty_one": 0, "research.reports": 40}
     summary = pg.verify_dump(dump, PG_ADMIN_URL, counts)
     assert "3 tables, 290 rows verified" in summary
-    assert _scratch_dbs() == scratch_before  # the scratch database is gone
+    assert len(scratch_made) == 1 and not _existing(scratch_made)  # the scratch database is gone
 
     with psycopg.connect(pg.dsn_for(PG_ADMIN_URL, source_db)) as conn:
         conn.execute("DELETE FROM documents WHERE id % 2 = 0")
@@ -56,16 +71,15 @@ def test_dump_verify_change_restore_gives_the_dumped_data_back(source_db: str, t
     assert _snapshot(f"{source_db}_restored") == before
 
 
-def test_truncated_dump_fails_verification(source_db: str, tmp_path: Path) -> None:
+def test_truncated_dump_fails_verification(source_db: str, tmp_path: Path, scratch_made: list[str]) -> None:
     dump = tmp_path / "full.dump"
     counts = pg.dump_database(PG_ADMIN_URL, source_db, dump)
     truncated = tmp_path / "truncated.dump"
     truncated.write_bytes(dump.read_bytes()[: dump.stat().st_size * 2 // 3])
-    scratch_before = _scratch_dbs()
     with pytest.raises(BackupFailed) as info:
         pg.verify_dump(truncated, PG_ADMIN_URL, counts)
     assert "failed" in str(info.value)
-    assert _scratch_dbs() == scratch_before
+    assert not _existing(scratch_made)  # the full read fails first, or the scratch restore and its drop
 
 
 def test_wrong_counts_fail_verification(source_db: str, tmp_path: Path) -> None:
@@ -156,17 +170,18 @@ def test_damaged_qdrant_export_fails_verification(qdrant: QdrantClient, tmp_path
         bq.verify_export(qdrant, dest, 600)
 
 
-def test_failed_restore_leaves_the_live_database_untouched(source_db: str, tmp_path: Path) -> None:
+def test_failed_restore_leaves_the_live_database_untouched(
+    source_db: str, tmp_path: Path, scratch_made: list[str]
+) -> None:
     before = _snapshot(source_db)
     dump = tmp_path / "full.dump"
     pg.dump_database(PG_ADMIN_URL, source_db, dump)
     broken = tmp_path / "broken.dump"
     broken.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
-    scratch_before = _scratch_dbs()
     with pytest.raises(BackupFailed, match="pg_restore"):
         pg.restore_database(broken, PG_ADMIN_URL, source_db, overwrite=True)
     assert _snapshot(source_db) == before
-    assert _scratch_dbs() == scratch_before
+    assert len(scratch_made) == 1 and not _existing(scratch_made)
 
 
 def test_a_failed_attempt_never_deletes_another_attempts_file(tmp_path: Path) -> None:
