@@ -2,9 +2,11 @@
 
 PostgreSQL: ``pg_dump -Fc`` of each database plus globals, each verified by a full read and a scratch
 restore with per-table row counts. Redis: an RDB copy via ``redis-cli --rdb``. Qdrant: server snapshots
-(downloaded, sha256-checked) or, for an embedded store / ``qdrant_mode="export"``, a point export verified
-by a scratch restore. Files go to ``<backup_dir>/<kind>/<target>/<timestamp>-<id>.<ext>``; every attempt, good
-or bad, gets a row in the ledger's ``backup_catalog``; retention prunes old good backups per series.
+(downloaded, sha256-checked); for the embedded store (Qdrant Edge) a shard snapshot per collection, verified by
+restoring it with Edge (flows/ops/backup_edge.py); for a server with ``qdrant_mode="export"`` or an old
+local-mode folder, a point export verified by a scratch restore. Files go to
+``<backup_dir>/<kind>/<target>/<timestamp>-<id>.<ext>``; every attempt, good or bad, gets a row in the ledger's
+``backup_catalog``; retention prunes old good backups per series.
 
 A failed backup is marked bad, emits ``swarm.backup.failed``, never causes a good one to be pruned, and
 makes the run fail with the reasons once everything else was attempted. Safe to re-run: each run adds new
@@ -32,6 +34,7 @@ from flows.common.blocks import resolve_block, resolve_ledger_url, resolve_postg
 from flows.common.db import Database
 from flows.common.events import BACKUP_FAILED, BACKUP_SUCCEEDED, backup_resource_id
 from flows.common.redact import refuse_password
+from flows.ops import backup_edge as be
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import (
@@ -105,6 +108,15 @@ def qdrant_export_work(client: QdrantClient, name: str, root: Path, min_free: in
     return work
 
 
+def edge_snapshot_work(folder: be.EdgeFolder, name: str, root: Path, min_free: int) -> Work:
+    def work(path: Path) -> str:
+        check_free_space(root, be.store_bytes(folder, name), min_free)
+        count = be.snapshot_collection(folder, name, path)
+        return be.verify_snapshot(folder, name, path, count)
+
+    return work
+
+
 def qdrant_snapshot_work(url: str, name: str, api_key: str | None, root: Path, min_free: int) -> Work:
     def work(path: Path) -> str:
         check_free_space(root, 0, min_free)
@@ -150,8 +162,6 @@ def collection_names(client: QdrantClient) -> list[str]:
 
 
 def qdrant_client(url: str | None, path: str | None, api_key: str | None) -> QdrantClient:
-    if path and (Path(path) / "shards").is_dir():  # qdrant-client would find no collections there: an empty backup
-        raise BackupFailed(f"{path} is a Qdrant Edge store, which the point export cannot read yet")
     return (
         QdrantClient(path=path)
         if path
@@ -192,10 +202,10 @@ def backup(
         include_globals: Also dump roles and tablespaces (pg_dumpall --globals-only).
         redis_url: Redis server to copy (RDB), without password. Empty: no Redis.
         qdrant_url: Qdrant server whose collections are backed up. Empty: no Qdrant server.
-        qdrant_path: Folder of an embedded Qdrant to export instead of a server.
+        qdrant_path: Folder of the embedded store to back up instead of a server (a snapshot per collection).
         qdrant_collections: Collections to back up. Empty: every collection.
-        qdrant_mode: snapshot: the server's own snapshots; export: a point export verified by a scratch
-            restore (always used for an embedded Qdrant).
+        qdrant_mode: For a server: snapshot: the server's own snapshots; export: a point export verified by a
+            scratch restore.
         keep_daily: Good backups kept per series, one per day, for this many days.
         keep_weekly: Good backups kept per series, one per week, for this many weeks.
         keep_monthly: Good backups kept per series, one per month, for this many months.
@@ -247,7 +257,14 @@ def backup(
             go("postgres-globals", pg.base_database_of(postgres_dsn), "sql", globals_work(postgres_dsn))
     if redis_url:
         go("redis", redis_target(redis_url), "rdb", redis_work(redis_url, root, min_free_bytes, redis_password))
-    if qdrant_path or qdrant_url:
+    if qdrant_path and be.is_edge_store(Path(qdrant_path)):
+        for folder in listed("qdrant-edge", lambda: [be.open_store(Path(str(qdrant_path)))]):
+            try:
+                for name in qdrant_collections or folder.names():
+                    go("qdrant-edge", name, "snapshot", edge_snapshot_work(folder, name, root, min_free_bytes))
+            finally:
+                be.close_store(folder)
+    elif qdrant_path or qdrant_url:
         for client in listed("qdrant", lambda: [qdrant_client(qdrant_url, qdrant_path, api_key)]):
             try:
                 names = qdrant_collections or listed("qdrant", partial(collection_names, client))

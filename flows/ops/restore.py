@@ -20,6 +20,7 @@ from blocks.qdrant import QdrantConnection
 from flows.common.blocks import resolve_ledger_url, resolve_postgres_url, resolve_qdrant
 from flows.common.db import Database
 from flows.common.errors import ConfigError
+from flows.ops import backup_edge as be
 from flows.ops import backup_postgres as pg
 from flows.ops import backup_qdrant as bq
 from flows.ops.backup_catalog import GOOD, BackupFailed, Catalog, CatalogEntry, sha256_file
@@ -74,7 +75,7 @@ def restore(
         overwrite: Replace the target when it exists and holds data; otherwise such a restore is refused.
         postgres_dsn: PostgreSQL server to restore into, as a superuser URL without password.
         qdrant_url: Qdrant server to restore into.
-        qdrant_path: Folder of an embedded Qdrant to restore into instead of a server.
+        qdrant_path: Folder of the embedded store to restore into instead of a server.
         ledger_url: Database holding the backup catalog (no password in it). Empty: the node's ledger.
         postgres_block: Saved PostgresLedger block of the server to restore into (UI: pick one; CLI,
             prefect.yaml: its name); wins over postgres_dsn.
@@ -90,7 +91,19 @@ def restore(
     name = target_name(entry.kind, target or entry.target)
     if entry.kind == "postgres":
         message = pg.restore_database(path, dsn, name, overwrite)
+    elif entry.kind == "qdrant-edge":
+        if not qdrant_path:
+            raise ConfigError("restoring an embedded store's snapshot needs qdrant_path (the store's folder)")
+        folder = be.open_store(Path(qdrant_path))
+        try:
+            message = be.restore_snapshot(folder, path, name, overwrite)
+        finally:
+            be.close_store(folder)
     elif entry.kind == "qdrant-export":
+        if qdrant_path and be.is_edge_store(Path(qdrant_path)):
+            raise ConfigError(
+                f"{qdrant_path} is an embedded Edge store; a point export restores into a Qdrant server (qdrant_url)"
+            )
         client = (
             QdrantClient(path=qdrant_path)
             if qdrant_path

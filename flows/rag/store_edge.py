@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 ALIASES = "aliases.json"
 SHARDS = "shards"
 _NEW = ".new-"  # a shard being built; renamed into place once complete
+_OLD = ".old-"  # a shard being replaced, moved aside until its successor is in place
 # Edge maps its WAL and segments from sparse files: opening a shard, writing or optimizing on a full disk kills the
 # process with SIGBUS (measured on 0.9.0) instead of failing. So each of them first checks that the disk has room:
 # a write this many times its JSON estimate (WAL record, segment, payload indexes, the optimizer's copy later),
@@ -95,9 +96,15 @@ class EdgeFolder:
         (root / SHARDS).mkdir(exist_ok=True)
         for unfinished in (root / SHARDS).glob(f"{_NEW}*"):
             shutil.rmtree(unfinished)
+        for retired in (root / SHARDS).glob(f"{_OLD}*"):
+            live = root / SHARDS / retired.name.removeprefix(_OLD)
+            if live.exists():
+                shutil.rmtree(retired)
+            else:  # a replacement that stopped between its two renames: the old shard is still the one
+                os.rename(retired, live)
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in (self.root / SHARDS).iterdir() if not p.name.startswith(_NEW))
+        return sorted(p.name for p in (self.root / SHARDS).iterdir() if not p.name.startswith((_NEW, _OLD)))
 
     def has(self, name: str) -> bool:
         return (self.root / SHARDS / name).is_dir()
@@ -116,14 +123,24 @@ class EdgeFolder:
             return self._shards[name]
 
     def install(self, name: str, build: Any) -> None:
-        """Create shard ``name`` with ``build(path)`` (which returns it closed) under a temporary name, then
-        rename it into place: a crash midway leaves no half-made collection."""
+        """Create or replace shard ``name`` with ``build(path)`` (which leaves it closed) under a temporary name,
+        then rename it into place: a crash or a failed build midway leaves the previous shard, or none, never a
+        half-made one."""
         with self.guard:
-            tmp = self.root / SHARDS / f"{_NEW}{name}"
+            tmp, target = self.root / SHARDS / f"{_NEW}{name}", self.root / SHARDS / name
             shutil.rmtree(tmp, ignore_errors=True)
             check_room(self.root, 0)
             build(tmp)
-            os.rename(tmp, self.root / SHARDS / name)
+            if not target.exists():
+                os.rename(tmp, target)
+                return
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            retired = self.root / SHARDS / f"{_OLD}{name}"
+            os.rename(target, retired)
+            os.rename(tmp, target)
+            shutil.rmtree(retired)
 
     def drop(self, name: str) -> None:
         with self.guard:
