@@ -332,6 +332,30 @@ def search(
         out.print(f"   {view.snippet}", highlight=False, soft_wrap=True)
 
 
+@app.command("search-server")
+def search_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1 to answer on.")] = 8765,
+    idle_release: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds after the last search to release the store (an ingest can then open it)."),
+    ] = 30.0,
+    data_dir: DataDir = None,
+    ledger_url: LedgerUrl = None,
+    qdrant_url: QdrantUrl = None,
+    qdrant_path: QdrantPath = None,
+    collection: Collection = None,
+) -> None:
+    """Keep the model and the store open and answer this node's searches (swarm search, research's local context,
+    rag-search) where SWARM_SEARCH_SERVER names this server, e.g. http://127.0.0.1:8765. Stop with Ctrl-C."""
+    from flows.rag.config import load_config
+    from flows.rag.search_server import serve
+
+    with _one_line_errors():
+        config = load_config(_overrides(data_dir=data_dir, ledger_url=ledger_url, qdrant_url=qdrant_url,
+                                        qdrant_path=qdrant_path, collection=collection))  # fmt: skip
+        serve(config, port, idle_release)
+
+
 @app.command("eval")
 def evaluate(
     queries: Annotated[

@@ -86,6 +86,12 @@ class RagConfig(BaseSettings):
         description="How readers search (flows/rag/search.py): dense (the query's vector) or hybrid (fused with a"
         " BM25 match of its words; measured better, docs/benchmarks.md).",
     )
+    search_server: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="This node's warm search server (swarm search-server), e.g. http://127.0.0.1:8765; readers'"
+        " searches run there. Empty: in the searching process.",
+    )
     chunk_max_chars: int = Field(800, ge=100, le=20_000, description="Hard upper bound of a chunk.")
     chunk_new_after_chars: int = Field(600, ge=50, description="Soft bound: start a new chunk after this.")
     chunk_overlap_chars: int = Field(80, ge=0, description="Characters repeated between split chunks.")

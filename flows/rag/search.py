@@ -1,8 +1,11 @@
-"""The one way a reader searches the store: ``swarm search``, research's local context, and the evaluation of a
-query set (``swarm eval``, rag-eval) that measures it.
+"""The one way a reader searches the store: ``swarm search``, research's local context, the rag-search flow, and
+the evaluation of a query set (``swarm eval``, rag-eval) that measures it.
 
 Opens the run's resources, embeds the queries with the model the alias serves (``use_served_model``) and asks the
-store for each query's closest chunks, in the config's ``search_mode``. No Prefect: ``swarm search`` needs none.
+store for each query's closest chunks, in the config's ``search_mode``. Where the node runs a warm search server
+(``search_server``, flows/rag/search_server.py), the same search runs there, in a process that keeps the model and
+the store open; a server that is down or serves another store leaves the search to this process, with a warning.
+No Prefect: ``swarm search`` needs none.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from flows.common.blocks import block_name
 from flows.common.errors import ConfigError
 from flows.rag.config import RagConfig, load_config
-from flows.rag.embed import embed_queries
 from flows.rag.evaluation import EvalQuery, QueryScore, parse_queries, score_query, search_depth
-from flows.rag.resources import open_resources
 from flows.rag.store import Hit, Must
+
+if TYPE_CHECKING:
+    from flows.rag.resources import RagResources
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +39,40 @@ def search_chunks(
     filter on ``readers``, flows/rag/readers.py). Raises SwarmError when the ledger or Qdrant cannot be opened.
     The queries are embedded as embed_queries decides: on the CPU unless the device is cuda, then holding the
     node's GPU slot."""
-    resources = open_resources(load_config(config))
+    config = load_config(config)
+    if config.search_server:
+        from flows.rag.search_server import ServerUnavailable, ask_server
+
+        try:
+            return ask_server(config, queries, k, must)
+        except ServerUnavailable as exc:
+            log.warning("search server %s: %s; searching in this process", config.search_server, exc)
+    from flows.rag.resources import open_resources  # the engines and the model: only where the search runs
+
+    resources = open_resources(config)
     resources.use_served_model()
-    mode = resources.config.search_mode
+    return search_with(resources, queries, k, must)
+
+
+def store_identity(config: RagConfig) -> str:
+    """The store and alias a search reads, from the settings alone: a warm server answers only a client whose
+    settings name the one it holds."""
+    where = block_name(config.qdrant_block) if config.qdrant_block else None
+    where = where or config.qdrant_url or str(config.resolved_qdrant_path.resolve())
+    return f"{where}#{config.collection}"
+
+
+def search_with(
+    resources: RagResources, queries: Sequence[str], k: int, must: Must = (), mode: str | None = None
+) -> Searched:
+    """``search_chunks`` on resources already open, their model the served one (``use_served_model``); ``mode``
+    asks for a search mode by name, as an explicit ``search_mode`` does."""
+    from flows.rag.embed import embed_queries
+
+    by_name = mode is not None or "search_mode" in resources.config.explicit
+    mode = mode or resources.config.search_mode
     store = resources.store
-    if mode == "hybrid" and "search_mode" not in resources.config.explicit and not store.serves_hybrid():
+    if mode == "hybrid" and not by_name and not store.serves_hybrid():
         # The default meets a collection made before hybrid search: it still answers, by vector. Asked for by
         # name (--mode, a run's config), hybrid is refused there in one line instead (VectorStore.search).
         log.warning(
