@@ -1,5 +1,6 @@
 """Draw docs/benchmarks.png from the JSON files the bench scripts wrote (chunks/s per stage: the CPU stages
-and whole ingests of this machine, and the GPU embed table where embed_cuda.json was fetched).
+and whole ingests of this machine, and the GPU embed table where embed_cuda.json was fetched), and, where
+bench_store.py wrote store.json, docs/store-cost.png: each store's costs against its number of points.
 
 .venv/bin/python bench/plot.py                          # from bench/out, this machine's latest runs
 .venv/bin/python bench/plot.py --results docs/results   # the committed runs docs/benchmarks.md reports
@@ -39,10 +40,39 @@ def bars(results: Path) -> list[tuple[str, float]]:
     return result
 
 
+STORE_COSTS = (  # (key in store.json, axis label)
+    ("open_s", "open (s)"),
+    ("search_p50_ms", "search p50 (ms)"),
+    ("filtered_p50_ms", "filtered search p50 (ms)"),
+    ("peak_rss_mb", "peak RSS (MB)"),
+)
+
+
+def store_figure(results: Path) -> None:
+    rows = json.loads((results / "store.json").read_text())
+    fig, axes = plt.subplots(1, len(STORE_COSTS), figsize=(4 * len(STORE_COSTS), 3.4))
+    for ax, (key, label) in zip(axes, STORE_COSTS, strict=True):
+        for store in sorted({r["store"] for r in rows}):
+            mine = sorted((r["points"], r[key]) for r in rows if r["store"] == store)
+            ax.plot(*zip(*mine, strict=True), marker="o", label=store)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("points")
+        ax.set_title(label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    target = ROOT / "docs" / "store-cost.png"
+    fig.savefig(target, dpi=110)
+    print(f"wrote {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out")
-    data = bars(parser.parse_args().results)
+    results = parser.parse_args().results
+    if (results / "store.json").is_file():
+        store_figure(results)
+    data = bars(results)
     if not data:
         raise SystemExit("no results yet: run bench_stages.py, bench_peer.py (and bench_embed_gpu.py) first")
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(data) + 1.2))

@@ -2,7 +2,7 @@
 
 A snapshot is a tar of the shard's folder, taken with the store's folder locked (no other process writes) and the
 shard flushed, plus ``swarm-aliases.json``: the aliases that served the collection then. GNU tar writes it with
-``--sparse``: Edge preallocates its files sparsely (a 100-point shard is 136 KB on disk and 131 MB in apparent
+``--sparse``: Edge preallocates its files sparsely (a 100-point, 4-d shard is 136 KB on disk and 131 MB in apparent
 size), and Edge's unpacking reads GNU sparse members back as sparse files. It is the layout Edge's own
 ``EdgeShard.unpack_snapshot`` restores (the call that also loads a Qdrant server's shard snapshot), so the
 verification is a real restore: unpacked into a scratch folder beside the backup, loaded by Edge, its exact point
