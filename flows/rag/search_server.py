@@ -79,11 +79,17 @@ def ask_server(config: RagConfig, queries: Sequence[str], k: int, must: Must = (
         answer = resp.json()
     except ValueError:
         answer = {}
+    if not isinstance(answer, dict):
+        answer = {}
     if resp.status_code == 400:
         raise ConfigError(str(answer.get("error", "the search server refused the search")))
     if resp.status_code != 200:
         raise ServerUnavailable(f"HTTP {resp.status_code}: {answer.get('error', resp.reason_phrase)}")
-    return Searched(answer["mode"], [[Hit(h["id"], h["score"], h["payload"]) for h in hits] for hits in answer["hits"]])
+    try:
+        hits = [[Hit(h["id"], h["score"], h["payload"]) for h in row] for row in answer["hits"]]
+        return Searched(answer["mode"], hits)
+    except (KeyError, TypeError) as exc:  # something else answers on that port
+        raise ServerUnavailable(f"not a search server's answer (no {exc})") from None
 
 
 class _BadRequest(ValueError):

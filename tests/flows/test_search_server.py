@@ -7,12 +7,16 @@ from __future__ import annotations
 import fcntl
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from flows.rag.config import load_config
+from flows.rag.search_server import ServerUnavailable, ask_server
 from testkit.cluster import free_port, wait_until
 from testkit.documents import write_document
 from tests.flows.cli_runner import SWARM, run_swarm, start_swarm, swarm_env
@@ -101,3 +105,26 @@ def test_a_server_that_is_down_leaves_the_search_to_the_reader(data: Path) -> No
     assert "bees.md" in found.stdout.splitlines()[0]
     assert f"search server {url}: " in found.stderr and "searching in this process" in found.stderr
     assert "Traceback" not in found.stderr
+
+
+def test_a_port_that_answers_something_else_is_no_search_server(tmp_path: Path) -> None:
+    class Other(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        config = load_config({"data_dir": str(tmp_path), "search_server": f"http://127.0.0.1:{other.server_port}"})
+        with pytest.raises(ServerUnavailable, match="not a search server's answer"):
+            ask_server(config, ["bees"], 3)
+    finally:
+        other.shutdown()
+        other.server_close()
