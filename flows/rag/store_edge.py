@@ -142,7 +142,11 @@ class EdgeFolder:
             tmp, target = self.root / SHARDS / f"{_NEW}{name}", self.root / SHARDS / name
             shutil.rmtree(tmp, ignore_errors=True)
             check_room(self.root, 0)
-            build(tmp)
+            try:
+                build(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             if not target.exists():
                 os.rename(tmp, target)
                 return
