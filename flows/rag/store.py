@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 from flows.common.errors import ConfigError, SwarmError
 from flows.rag.ids import collection_name
 from flows.rag.sparse import Sparse, encode_document, encode_query
-from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, byte_batches, point_bytes, value_bytes
+from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, FLOAT_JSON_BYTES, byte_batches, point_bytes, value_bytes
 
 # For each (payload field, values): the field must match one of the values (a list-valued field: any element).
 Must = Sequence[tuple[str, list[str]]]
@@ -62,8 +62,9 @@ def dense_vector(vector: Any) -> list[float]:
 
 
 def _sparse_bytes(sparse: Sparse) -> int:
-    """JSON size of a sparse vector, numbers counted like payload numbers (an upper bound for both)."""
-    return value_bytes({"indices": list(sparse.indices), "values": list(sparse.values)})
+    """JSON size of a sparse vector, numbers counted like payload numbers (an upper bound for both): what
+    value_bytes gives for {"indices": [...], "values": [...]}, without walking the lists."""
+    return value_bytes({"indices": [], "values": []}) + 2 * (FLOAT_JSON_BYTES + 1) * len(sparse.indices)
 
 
 class UpsertError(SwarmError):
@@ -137,13 +138,20 @@ class VectorStore(ABC):
                 [vectors[i].tolist() for i in batch],
                 None if sparse is None else [sparse[i] for i in batch],
                 [payloads[i] for i in batch],
+                sum(sizes[i] for i in batch),
             )
 
     @abstractmethod
     def _write(
-        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+        self,
+        ids: list[str],
+        vectors: list[list[float]],
+        sparse: list[Sparse] | None,
+        payloads: list[dict[str, Any]],
+        request_bytes: int,
     ) -> None:
-        """One request's points, already within the byte budget; ``sparse`` None for a collection without it."""
+        """One request's points, already within the byte budget (``request_bytes``: their estimated size);
+        ``sparse`` None for a collection without it."""
 
     @abstractmethod
     def delete_stale(self, source_id: str, versions: Mapping[str, str]) -> None:

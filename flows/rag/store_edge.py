@@ -40,7 +40,7 @@ from flows.rag.store import (
     VectorStore,
     dense_vector,
 )
-from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES, point_bytes
+from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -285,9 +285,14 @@ class EdgeStore(VectorStore):
         return SPARSE_VECTOR in self.folder.sparse_vectors(name)
 
     def _write(
-        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+        self,
+        ids: list[str],
+        vectors: list[list[float]],
+        sparse: list[Sparse] | None,
+        payloads: list[dict[str, Any]],
+        request_bytes: int,
     ) -> None:
-        check_room(self.folder.root, _ROOM_FACTOR * sum(point_bytes(self.dim, p) for p in payloads))
+        check_room(self.folder.root, _ROOM_FACTOR * request_bytes)
         points = [
             qe.Point(id=i, vector=v if sparse is None else {"": v, SPARSE_VECTOR: _sparse(sparse[n])}, payload=p)
             for n, (i, v, p) in enumerate(zip(ids, vectors, payloads, strict=True))

@@ -162,7 +162,12 @@ class ServerStore(VectorStore):
         return SPARSE_VECTOR in (self.client.get_collection(name).config.params.sparse_vectors or {})
 
     def _write(
-        self, ids: list[str], vectors: list[list[float]], sparse: list[Sparse] | None, payloads: list[dict[str, Any]]
+        self,
+        ids: list[str],
+        vectors: list[list[float]],
+        sparse: list[Sparse] | None,
+        payloads: list[dict[str, Any]],
+        request_bytes: int,
     ) -> None:
         points = [
             models.PointStruct(
