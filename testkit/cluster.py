@@ -4,6 +4,7 @@ starts its own on its test hosts, tests/e2e/netns.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -18,6 +19,16 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def embedded_store_free(root: Path) -> bool:
+    """Whether no process holds the embedded store at ``root`` (its folder's flock, flows/rag/store_edge.py)."""
+    with (root / "lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def free_port() -> int:

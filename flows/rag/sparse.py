@@ -42,9 +42,13 @@ class Sparse:
     values: tuple[float, ...]
 
 
+def _is_term(word: str) -> bool:
+    return len(word) > 1 and word not in STOP_WORDS
+
+
 def terms(text: str) -> list[str]:
     """Lowercased words (runs of word characters), without stop-words and single characters."""
-    return [word for word in _WORD.findall(text.lower()) if len(word) > 1 and word not in STOP_WORDS]
+    return [word for word in _WORD.findall(text.lower()) if _is_term(word)]
 
 
 @lru_cache(maxsize=1 << 16)  # a corpus repeats its words: most lookups are hits (a few MB at most)
@@ -61,7 +65,7 @@ def encode_document(text: str) -> Sparse:
     # Counted per distinct word first (Counter's loop is C), then indexed: an upsert spends most of its Python
     # time here. Two words that share an index add up, as if counted by index.
     for word, n in Counter(_WORD.findall(text.lower())).items():
-        if len(word) > 1 and word not in STOP_WORDS:
+        if _is_term(word):
             index = term_index(word)
             counts[index] = counts.get(index, 0) + n
             length += n

@@ -4,7 +4,6 @@ down, or serves another store, searches in its own process."""
 
 from __future__ import annotations
 
-import fcntl
 import signal
 import subprocess
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 from flows.rag.config import load_config
 from flows.rag.search_server import ServerUnavailable, ask_server
-from testkit.cluster import free_port, wait_until
+from testkit.cluster import embedded_store_free, free_port, wait_until
 from testkit.documents import write_document
 from tests.flows.cli_runner import SWARM, run_swarm, start_swarm, swarm_env
 
@@ -56,18 +55,10 @@ def _search(data: Path, url: str, *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([SWARM, "search", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def _store_free(data: Path) -> bool:
-    with (data / "qdrant" / "lock").open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-
 def test_readers_search_through_the_server(data: Path, server: tuple[subprocess.Popen[str], str]) -> None:
     _, url = server
-    assert not _store_free(data)  # the server holds the embedded store: a search in the reader's process would fail
+    # The server holds the embedded store: a search in the reader's own process would fail.
+    assert not embedded_store_free(data / "qdrant")
     found = _search(data, url, "insects communicating by dancing", "-k", "1")
     assert found.returncode == 0, found.stderr
     assert "bees.md" in found.stdout.splitlines()[0] and "warning" not in found.stderr
@@ -87,12 +78,12 @@ def test_readers_search_through_the_server(data: Path, server: tuple[subprocess.
 def test_the_server_releases_the_embedded_store_while_idle(data: Path) -> None:
     server, url = _start(data, idle_release=1)
     try:
-        wait_until(lambda: _store_free(data), 30, "the store released")
+        wait_until(lambda: embedded_store_free(data / "qdrant"), 30, "the store released")
         found = _search(data, url, "locomotives and coal", "-k", "1")  # opens it again
         assert found.returncode == 0 and "trains.html" in found.stdout.splitlines()[0], found.stderr
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
-        assert _store_free(data)
+        assert embedded_store_free(data / "qdrant")
     finally:
         server.kill()
         server.wait(timeout=30)

@@ -3,7 +3,6 @@ collection, verified by restoring it with Edge, and put back by the restore flow
 
 from __future__ import annotations
 
-import fcntl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from flows.ops.backup_catalog import BackupFailed, Catalog
 from flows.ops.restore import restore
 from flows.rag.ids import point_id
 from flows.rag.store_edge import EdgeStore, close_edge, open_edge
+from testkit.cluster import embedded_store_free
 
 WORDS = ["owls", "bees", "tides", "comets", "ferns", "glaciers"]
 
@@ -67,19 +67,10 @@ def _search(root: Path, word: str) -> list[tuple[str, str]]:
     return [(h.payload["doc_id"], h.id) for h in hits]
 
 
-def _unlocked(root: Path) -> bool:
-    with (root / "lock").open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-
 def test_a_snapshot_is_verified_by_edge_and_restores_the_store_elsewhere(tmp_path: Path, edge_store: Path) -> None:
     params = _params(tmp_path, edge_store)
     assert backup(**params) == {"good": 1, "failed": 0, "pruned": 0}
-    assert _unlocked(edge_store)  # released for the next sync
+    assert embedded_store_free(edge_store)  # released for the next sync
     (entry,) = Catalog(Database(str(params["ledger_url"]))).series("qdrant-edge", "documents__test-model__8")
     assert entry.verified and entry.detail == "240 points restored by Edge and 20 sampled points identical"
     apparent = sum(p.stat().st_size for p in edge_store.rglob("*") if p.is_file())
@@ -88,7 +79,7 @@ def test_a_snapshot_is_verified_by_edge_and_restores_the_store_elsewhere(tmp_pat
     elsewhere = tmp_path / "new-node"
     message = restore(entry.id, qdrant_url=None, qdrant_path=str(elsewhere), ledger_url=params["ledger_url"])
     assert message == "restored 240 points into documents__test-model__8; alias documents serves it"
-    assert _unlocked(elsewhere)
+    assert embedded_store_free(elsewhere)
     for word in ("tides", "ferns"):  # the same hits, BM25 matches of the text among them
         hits = _search(elsewhere, word)
         assert hits == _search(edge_store, word) and word in {doc for doc, _ in hits}
