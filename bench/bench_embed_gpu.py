@@ -147,7 +147,7 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     row["encode"], row["encode_batch"] = encode_rates[best], best
 
     # Bare forward: batches padded and moved to the device before the clock starts.
-    transformer = embedder.model  # the Hugging Face transformer the stage runs, without pooling or copies
+    transformer = embedder.model  # the transformer the stage runs (flows/rag/encoder.py), without pooling or copies
     order = sorted(range(n), key=lambda i: len(ids[i]))
     batches = []
     for start in range(0, n, args.stage_batch):
@@ -163,7 +163,7 @@ def bench_model(model: str, label: str, texts: list[str], args: argparse.Namespa
     def forward() -> None:
         with torch.inference_mode():
             for input_ids, attention_mask in batches:
-                transformer(input_ids=input_ids, attention_mask=attention_mask)
+                transformer(input_ids, attention_mask)
 
     row["forward"] = n / timed(forward, sync, args.repeats)
     # Same vectors as encode()? (fp16 on CUDA: expect a minimum cosine near 0.999, not exactly 1.)

@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
-
 from flows.common.errors import ConfigError, ServiceUnavailable
 from flows.common.redact import has_password, misread_password, redact
 
@@ -54,6 +52,13 @@ class Connection:
                 cur.executemany(sql, [tuple(r) for r in rows])
 
 
+def _is_operational(exc: BaseException) -> bool:
+    """Whether ``exc`` is psycopg's: the server went away (psycopg is loaded: the connection that raised is its)."""
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError)
+
+
 class Database:
     """A database URL turned into short transactions.
 
@@ -81,6 +86,8 @@ class Database:
 
     def _open(self) -> Any:
         if self.dialect == "postgres":
+            import psycopg  # only where the ledger is PostgreSQL: the embedded default never pays its import
+
             try:
                 return psycopg.connect(self.url, connect_timeout=5)
             except psycopg.Error as exc:
@@ -116,7 +123,7 @@ class Database:
             if self.dialect == "sqlite":
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
-            elif isinstance(exc, psycopg.OperationalError):
+            elif _is_operational(exc):
                 # The server went away mid-transaction (dropped, restarted, connection killed): it rolled back.
                 text = str(exc).strip()
                 reason = redact(text.splitlines()[-1] if text else type(exc).__name__, self.url)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from flows.common.errors import ConfigError
 
 MASK = "***"
@@ -68,6 +65,9 @@ def parsed_password(dsn: str) -> str | None:
         except ValueError:
             return None
         return unquote(parts.password) if parts.password else query.get("password") or None
+    import psycopg  # libpq's own parser, imported only where a DSN is read
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         return conninfo_to_dict(dsn).get("password") or None  # type: ignore[return-value]
     except psycopg.Error:  # not a connection string at all

