@@ -4,7 +4,8 @@ A node's block sets ``SWARM_GPU_SLOT`` for every run on its pool; a machine with
 nothing. Strict: a named limit that is missing on the server fails the run, never a silent free-for-all.
 Holders: the indexing of a batch (flows/rag/ingest_batch.py), vLLM on starlord (flows/inference/batch_inference.py),
 and query embedding when its device is cuda (flows/rag/embed.py's embed_queries); queries under device auto
-(``swarm search``, research's local context) run on the CPU and leave the GPU to the slot's holder.
+(``swarm search``, research's local context) run on the CPU and leave the GPU to the slot's holder, and so does the
+preflight: it reads the card through nvidia-smi and loads the model on the CPU (flows/ops/preflight.py).
 """
 
 from __future__ import annotations

@@ -166,11 +166,27 @@ def rag_qdrant(timeout_s: float) -> Verdict:
     return checks.qdrant(target.qdrant.url, target.qdrant.api_key, target.qdrant_path, timeout_s)
 
 
-def rag_embedding(load: bool) -> Verdict:
+def rag_embedding(load: bool, gpu_node: bool) -> Verdict:
+    """On a GPU node the model is loaded on the CPU: the preflight holds no gpu slot, so it must not take the card
+    from the slot's holder; whether the model fits the card is the gpu check's (gpu_memory)."""
     config = load_config()
     target = resolve_connections(config)
-    model, precision = config.embedding_model, config.embed_precision
-    return checks.embedding(model, config.device, precision, target.ledger_url, target.collection, load)
+    model, device, precision = config.embedding_model, config.device, config.embed_precision
+    if gpu_node:
+        device, precision = "cpu", "auto" if precision == "float16" else precision  # fp16: a GPU's, judged there
+    return checks.embedding(model, device, precision, target.ledger_url, target.collection, load)
+
+
+def gpu_memory(min_free_mib: float, embeds: bool) -> Verdict:
+    """Free memory as nvidia-smi reports it (no CUDA context, no gpu slot needed); where the node's batches embed,
+    judged against the embedding model's need, read from its files."""
+    if not embeds:
+        return checks.gpu(min_free_mib)
+    from flows.rag.embed import gpu_need_of
+
+    config = load_config()
+    need = gpu_need_of(config.embedding_model, config.embed_precision)
+    return checks.gpu(min_free_mib, (config.embedding_model, need, config.embed_batch_tokens))
 
 
 def served_api() -> tuple[str, int] | None:
@@ -195,11 +211,12 @@ def planned_checks(needs: NodeNeeds, limits: Limits, alert_target: bool = False)
     if QDRANT in needs.needs:
         planned.append((Check("qdrant", partial(rag_qdrant, quick), quick), via_blocks))
     if EMBEDDING in needs.needs:
-        run = partial(rag_embedding, EMBEDS in needs.needs)
+        run = partial(rag_embedding, EMBEDS in needs.needs, GPU in needs.needs)
         planned.append((Check("embedding model", run, slow if EMBEDS in needs.needs else quick), via_blocks))
     if GPU in needs.needs:
         planned.append((Check("gpu slot", partial(gpu_slot, needs.node), quick), True))
-        planned.append((Check("gpu", partial(checks.gpu, limits.min_gpu_free_mib), quick), False))
+        gpu = partial(gpu_memory, limits.min_gpu_free_mib, EMBEDS in needs.needs)
+        planned.append((Check("gpu", gpu, quick), False))
     if GPTR in needs.needs:
         python = needs.gptr_python or os.environ.get("SWARM_GPTR_PYTHON")
         planned.append((Check("gpt-researcher python", partial(checks.gptr_python, python), slow), False))

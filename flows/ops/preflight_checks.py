@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from flows.common.db import Database
-from flows.common.errors import SwarmError
+from flows.common.errors import ConfigError, SwarmError
 from flows.common.redact import redact
 from flows.ops.inventory import Service
 from flows.ops.judges import DEGRADED, UP
@@ -32,6 +33,9 @@ from flows.rag.config import Precision
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
 from flows.research.runs import check_interpreter
+
+if TYPE_CHECKING:
+    from flows.rag.embed import GpuNeed
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 Verdict = tuple[str, str]
@@ -167,8 +171,9 @@ def port(host: str, number: int, owner: str, health_url: str) -> Verdict:
 GPU_QUERY = ("index", "name", "memory.free", "memory.total")
 
 
-def judge_gpu_memory(csv_text: str, min_free_mib: float) -> Verdict:
-    """``nvidia-smi --query-gpu=<GPU_QUERY> --format=csv,noheader,nounits``: some GPU has the free memory."""
+def judge_gpu_memory(csv_text: str, min_free_mib: float, model: tuple[str, GpuNeed, int] | None = None) -> Verdict:
+    """``nvidia-smi --query-gpu=<GPU_QUERY> --format=csv,noheader,nounits``: some GPU has the free memory, and
+    where the node embeds (``model``: its name, GpuNeed and embed_batch_tokens), room for it (judge_model_fit)."""
     rows = [[c.strip() for c in line.split(",")] for line in csv_text.strip().splitlines() if line.strip()]
     if not rows:
         return FAIL, "nvidia-smi lists no GPU"
@@ -184,17 +189,38 @@ def judge_gpu_memory(csv_text: str, min_free_mib: float) -> Verdict:
         best = max(best, free_mib)
         parts.append(f"gpu{index} {name} {free_mib:.0f}/{total_mib:.0f} MiB free")
     status = OK if best >= min_free_mib else FAIL
-    return status, "; ".join(parts) + ("" if status == OK else f" (need {min_free_mib:g} MiB)")
+    detail = "; ".join(parts) + ("" if status == OK else f" (need {min_free_mib:g} MiB)")
+    if model is None:
+        return status, detail
+    fit, how = judge_model_fit(best, model[1], model[2])
+    worst = FAIL if FAIL in (status, fit) else WARN if WARN in (status, fit) else OK
+    return worst, f"{detail}; {model[0]}: {how}"
 
 
-def gpu(min_free_mib: float, binary: str = "nvidia-smi") -> Verdict:
+def judge_model_fit(free_mib: float, need: GpuNeed, batch_tokens: int) -> Verdict:
+    """Whether the embedding model and its forward passes of ``batch_tokens`` padded tokens fit ``free_mib``, by
+    the arithmetic its load runs on the GPU (GpuNeed.budget), here on what nvidia-smi reports: read without a CUDA
+    context, so without the gpu slot, whose holder may be using the card meanwhile."""
+    try:
+        budget = need.budget(int(free_mib * 2**20))
+    except ConfigError as exc:
+        return FAIL, str(exc)
+    passes = min(budget, batch_tokens)
+    detail = f"{need.weights // 2**20} MiB of weights, passes of {passes:,} padded tokens"
+    detail += f" ({passes * need.per_token // 2**20:,} MiB)"
+    if budget < batch_tokens:
+        return WARN, f"{detail}: the free memory holds passes below embed_batch_tokens ({batch_tokens:,})"
+    return OK, detail
+
+
+def gpu(min_free_mib: float, model: tuple[str, GpuNeed, int] | None = None, binary: str = "nvidia-smi") -> Verdict:
     if shutil.which(binary) is None:
         return FAIL, f"{binary} not found: no NVIDIA driver on this node"
     query = ["--query-gpu=" + ",".join(GPU_QUERY), "--format=csv,noheader,nounits"]
     done = subprocess.run([binary, *query], capture_output=True, text=True, timeout=20, check=False)
     if done.returncode != 0:
         return FAIL, f"nvidia-smi failed: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}"
-    return judge_gpu_memory(done.stdout, min_free_mib)
+    return judge_gpu_memory(done.stdout, min_free_mib, model)
 
 
 # --- services -------------------------------------------------------------------------------------------

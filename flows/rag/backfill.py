@@ -10,10 +10,12 @@ indexed and admits the next part. Nothing here reads a clock or a database: flow
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flows.rag.duplicates import ContentKey, Contents, Original
 from flows.rag.plan import SyncPlan
 from flows.rag.sources.gdrive_quota import Admission, BackfillOrder, Usage, admit, eta, prioritized
 
@@ -49,10 +51,17 @@ class BackfillStatus:
         return out
 
 
-def pace_plan(plan: SyncPlan, order: BackfillOrder, left: Usage, day_fresh: bool) -> tuple[SyncPlan, Admission]:
+def pace_plan(
+    plan: SyncPlan,
+    order: BackfillOrder,
+    left: Usage,
+    day_fresh: bool,
+    indexed: Mapping[ContentKey, Original] | None = None,
+) -> tuple[SyncPlan, Admission]:
     """The plan cut to what ``left`` admits, its documents in priority order (so a run that fails midway has done
-    the most wanted first); removals and renames are never held back: they download nothing."""
-    admission = admit(prioritized(plan.to_ingest, order), left, day_fresh)
+    the most wanted first); removals and renames are never held back: they download nothing, and neither does a
+    copy of content ``indexed`` or admitted before it (flows/rag/duplicates.py), which costs nothing."""
+    admission = admit(prioritized(plan.to_ingest, order), left, day_fresh, Contents(indexed or {}).is_copy)
     new_ids = {ref.doc_id for ref in plan.new}
     paced = dataclasses.replace(
         plan,

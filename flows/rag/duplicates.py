@@ -8,7 +8,8 @@ two files the crafter writes both of, and a copy takes the other's text, never i
 
 Each copy's points are its own (ids from its doc_id), so removing one copy leaves the other's. Pure logic for
 pipeline.py: which documents of a batch to fetch, which to copy from a document indexed before, and which to copy
-from one fetched in the same batch once it is written.
+from one fetched in the same batch once it is written; and for a paced sync's admission (flows/rag/pacing.py),
+which documents of its plan cost no download.
 """
 
 from __future__ import annotations
@@ -58,6 +59,29 @@ def originals(rows: Iterable[Sequence[Any]]) -> dict[ContentKey, Original]:
     return found
 
 
+class Contents:
+    """The contents met so far, documents taken in order: what each one copies, if anything. The one rule for a
+    batch (plan_duplicates) and for a paced sync's admission, which prices a copy at nothing (flows/rag/pacing.py)."""
+
+    def __init__(self, indexed: Mapping[ContentKey, Original]) -> None:
+        self.indexed = indexed
+        self._first: dict[ContentKey, DocumentRef] = {}
+
+    def original_of(self, ref: DocumentRef) -> Original | DocumentRef | None:
+        """The indexed document ``ref`` copies, else the first document of the same content met before it, else
+        None (the same again when asked again)."""
+        key = key_of(ref)
+        if key is None:
+            return None
+        if key in self.indexed:
+            return self.indexed[key]
+        first = self._first.setdefault(key, ref)
+        return None if first is ref else first
+
+    def is_copy(self, ref: DocumentRef) -> bool:
+        return self.original_of(ref) is not None
+
+
 @dataclass
 class DuplicatePlan:
     fetch: list[DocumentRef] = field(default_factory=list)  # downloaded, parsed and embedded
@@ -69,16 +93,13 @@ def plan_duplicates(refs: Sequence[DocumentRef], indexed: Mapping[ContentKey, Or
     """Split a batch's documents: a copy of an indexed document is copied; of several new copies of one content,
     the first is fetched and the others follow it."""
     plan = DuplicatePlan()
-    leaders: dict[ContentKey, DocumentRef] = {}
+    contents = Contents(indexed)
     for ref in refs:
-        key = key_of(ref)
-        if key is None:
+        original = contents.original_of(ref)
+        if original is None:
             plan.fetch.append(ref)
-        elif key in indexed:
-            plan.copies.append((ref, indexed[key]))
-        elif key in leaders:
-            plan.followers.setdefault(leaders[key].doc_id, []).append(ref)
+        elif isinstance(original, Original):
+            plan.copies.append((ref, original))
         else:
-            leaders[key] = ref
-            plan.fetch.append(ref)
+            plan.followers.setdefault(original.doc_id, []).append(ref)
     return plan

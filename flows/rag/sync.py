@@ -217,7 +217,7 @@ def sync_source(
     config: RagConfig = resources.config
     plan, changes = plan_changes(resources, source, src)
     # A Drive plan is cut to the day's budget; what waits is planned again by the next run (no cursor saved).
-    plan, backfill = pacing.pace_sync(resources.ledger, config, src, plan, pacing.clock())
+    plan, backfill = pacing.pace_sync(resources, src, plan, pacing.clock())
     if backfill is not None:
         create_markdown_artifact(render_backfill(backfill), key="rag-backfill", description="Drive backfill")
         if backfill.paced:

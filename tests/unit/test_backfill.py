@@ -15,11 +15,13 @@ from flows.common.db import Database
 from flows.common.retry import RetryPolicy
 from flows.rag.backfill import pace_plan, render_backfill
 from flows.rag.config import load_config
-from flows.rag.ledger import RagLedger
-from flows.rag.pacing import QuotaDays, pace_sync
+from flows.rag.duplicates import originals
+from flows.rag.pacing import pace_sync
 from flows.rag.plan import SyncPlan
+from flows.rag.resources import open_resources
 from flows.rag.sources.base import DocumentRef
 from flows.rag.sources.gdrive_api import DriveApi
+from flows.rag.sources.gdrive_budget import QuotaDays
 from flows.rag.sources.gdrive_client import DriveService
 from flows.rag.sources.gdrive_quota import (
     ASSUMED_EXPORT_BYTES,
@@ -98,6 +100,34 @@ def test_pace_plan_cuts_new_and_changed_in_priority_order() -> None:
     assert paced.removed == ["gone"]  # removals download nothing: never held back
 
 
+def test_copies_by_checksum_are_admitted_at_no_cost() -> None:
+    def pdf(doc_id: str, md5: str) -> DocumentRef:
+        return DocumentRef(doc_id, f"{doc_id}.pdf", doc_id, "application/pdf", md5, 40 * MB, "2026-01-01T00:00:00Z")
+
+    indexed = originals([("gdrive:x", "old", "md5:aa", 40 * MB, "application/pdf", "Old.pdf", 3, 0)])
+    plan = SyncPlan(new=[pdf("copy-of-old", "md5:aa"), pdf("first", "md5:bb"), pdf("second", "md5:bb")])
+    plan.changed.append(pdf("other", "md5:cc"))
+    paced, admission = pace_plan(plan, "listing", Usage(10**9, 50 * MB), True, indexed)
+    # One download's worth of budget admits the first of a content and every copy; the next download waits.
+    assert [r.doc_id for r in paced.to_ingest] == ["copy-of-old", "first", "second"]
+    assert [r.doc_id for r in admission.deferred] == ["other"]
+    assert admission.cost == admission.bookings["first"] == download_cost(plan.new[1])
+    assert admission.bookings.keys() == {"first"} and admission.deferred_cost.bytes == 40 * MB
+
+
+def test_a_download_trues_the_day_it_was_booked_on_up_to_what_it_spent(ledger_url: str) -> None:
+    days = QuotaDays(Database(ledger_url))
+    export, pdf = Usage(DOWNLOAD_UNITS, ASSUMED_EXPORT_BYTES), Usage(2 * DOWNLOAD_UNITS, 10 * MB)
+    days.reserve("p", "2026-03-01", lambda used: {"doc": export, "pdf": pdf})
+    assert days.used("p", "2026-03-01") == export + pdf
+    days.settle("p", "doc", Usage(2 * DOWNLOAD_UNITS, 9 * 2**20), "2026-03-02")  # larger than assumed, after midnight
+    days.settle("p", "pdf", Usage(DOWNLOAD_UNITS, 0), "2026-03-01")  # failed at its first request: no bytes came
+    assert days.used("p", "2026-03-01") == Usage(3 * DOWNLOAD_UNITS, 9 * 2**20)
+    assert days.used("p", "2026-03-02") == Usage()
+    days.settle("p", "doc", Usage(DOWNLOAD_UNITS, MB), "2026-03-02")  # booked at nothing (a copy), downloaded anyway
+    assert days.used("p", "2026-03-02") == Usage(DOWNLOAD_UNITS, MB)
+
+
 class FakeDriveSource:
     """What pace_sync needs of a Drive source: its id and its metered client."""
 
@@ -112,25 +142,26 @@ class FakeDriveSource:
 
 
 def test_a_paced_sync_books_the_day_and_the_next_day_goes_on(tmp_path: Path, ledger_url: str) -> None:
-    db = Database(ledger_url)
-    ledger = RagLedger(db)
-    config = load_config({"data_dir": tmp_path, "drive_daily_bytes": 250 * MB})
+    resources = open_resources(
+        load_config({"data_dir": tmp_path, "ledger_url": ledger_url, "drive_daily_bytes": 250 * MB})
+    )
+    db = resources.db
     src = FakeDriveSource()
     src.api.meter.charge("files.list")  # the listing's call: booked with the day too
     plan = SyncPlan(new=[ref(f"f{i}", 100 * MB) for i in range(5)])
 
-    paced, status = pace_sync(ledger, config, src, plan, T0)
+    paced, status = pace_sync(resources, src, plan, T0)
     assert status is not None and status.paced
     assert [r.doc_id for r in paced.to_ingest] == ["f0", "f1"] and status.remaining_files == 3
     assert QuotaDays(db).used("default", "2026-03-01") == Usage(100 + 2 * 12 * DOWNLOAD_UNITS, 200 * MB)
     assert status.eta == datetime(2026, 3, 2, tzinfo=UTC)  # 300 MB left, 50 MB of it today, 250 MB a day
     assert "remaining | 3 | 0.30 GB" in render_backfill(status)
 
-    later, again = pace_sync(ledger, config, src, plan, T0 + timedelta(hours=5))
+    later, again = pace_sync(resources, src, plan, T0 + timedelta(hours=5))
     assert later.to_ingest == [] and again is not None and again.remaining_files == 5  # the day is spent
 
     rest = SyncPlan(new=plan.new[2:])  # the next day's plan: the first two are indexed by then
-    nxt, tomorrow = pace_sync(ledger, config, src, rest, T0 + timedelta(days=1))
+    nxt, tomorrow = pace_sync(resources, src, rest, T0 + timedelta(days=1))
     assert [r.doc_id for r in nxt.to_ingest] == ["f2", "f3"] and tomorrow is not None
     assert tomorrow.used_today.bytes == 200 * MB and tomorrow.day == "2026-03-02"
 

