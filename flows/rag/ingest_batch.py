@@ -25,7 +25,8 @@ from flows.rag.config import RagOptions, load_config
 from flows.rag.embed import get_embedder
 from flows.rag.parser_pool import get_parser_pool
 from flows.rag.pipeline import BatchIndexer, refreshable_fields
-from flows.rag.resources import RagResources, SourceSpec, open_resources
+from flows.rag.resources import RagResources, open_resources
+from flows.rag.source_spec import SourceSpec
 from flows.rag.sources.base import DocumentRef, Source
 
 EMPTY_SUMMARY = {"files": 0, "indexed": 0, "skipped": 0, "failed": 0, "chunks": 0, "split_chunks": 0} | {

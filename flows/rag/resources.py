@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-from pydantic import Field
+from typing import TYPE_CHECKING
 
 from flows.common.blocks import QdrantTarget, resolve_ledger_url, resolve_qdrant
 from flows.common.db import Database
@@ -16,14 +14,10 @@ from flows.rag.indexable import limit_bytes
 from flows.rag.ledger import RagLedger
 from flows.rag.model_files import model_dimension
 from flows.rag.sources.base import Source
-from flows.rag.sources.gdrive import GoogleDriveSpec
-from flows.rag.sources.local import LocalFolderSpec
 
 if TYPE_CHECKING:
+    from flows.rag.source_spec import SourceSpec
     from flows.rag.store import VectorStore
-
-# Every source's spec, discriminated by ``kind``; the Prefect UI renders it as a form with one branch per source.
-SourceSpec = Annotated[LocalFolderSpec | GoogleDriveSpec, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)

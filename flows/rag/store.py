@@ -120,12 +120,20 @@ class VectorStore(ABC):
     @abstractmethod
     def _has_sparse(self, name: str) -> bool: ...
 
+    def _add_text_vectors(self) -> bool:
+        """Give this collection, made before hybrid search, the sparse vector; False where the engine keeps a
+        collection as it was created (a server's: re-index into a new collection to change it)."""
+        return False
+
     def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
         """Write points in requests below the byte budget, whatever the document's size; upserts by id are
         idempotent, so a request retried after a lost answer writes each point once. Each point's sparse vector
-        comes from its payload's ``text``, where the collection has one."""
+        comes from its payload's ``text``, where the collection has one (or gets one before its first write
+        here: an embedded one made before hybrid search)."""
         if len(ids) != len(payloads) or len(ids) != len(vectors):
             raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
+        if not self.has_sparse(self.collection) and self._add_text_vectors():
+            self._with_sparse.pop(self.collection, None)
         sparse = (
             [encode_document(str(p.get("text", ""))) for p in payloads] if self.has_sparse(self.collection) else None
         )

@@ -20,9 +20,9 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import qdrant_edge as qe
 
@@ -43,6 +43,7 @@ from flows.rag.store import (
 from flows.rag.upsert_batches import DEFAULT_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALIASES = "aliases.json"
 SHARDS = "shards"
@@ -55,11 +56,13 @@ _OLD = ".old-"  # a shard being replaced, moved aside until its successor is in 
 _ROOM_FACTOR = 4
 _ROOM_MARGIN = 64 << 20
 _SCHEMAS = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
-# Sized for millions of chunks in a few GB (docs/store.md, "Memory at a million chunks", measured at 200k 384-d
-# points against the engine's defaults): the original vectors stay in their files (Cold) and searches run on int8
-# copies kept in memory, rescored on the originals with twice the candidates (recall@10 against exact search 0.998;
-# 0.922 without rescoring); a segment stops growing at ~150 MB of vectors, so an optimize indexes the new points
-# instead of merging and re-indexing everything (per call 4-15 s, not 108 then 252 s; peak RSS 890 MB, not 2.1 GB).
+# Sized for millions of chunks in a few GB (docs/store.md, "Memory at a million chunks", measured at 200k 384-d points
+# against the engine's defaults): searches run on int8 copies of the vectors, rescored on the originals with twice the
+# candidates (recall@10 against exact search 0.998; 0.922 without rescoring), both left in their files (Cold) for the
+# page cache to keep: kept in memory (Cached), the copies are read whole at every open (7.4 of 7.7 s at 1M points),
+# where a first search reads ~1 s of them and later ones a few ms; a segment stops growing at ~150 MB of vectors, so an
+# optimize indexes the new points instead of merging and re-indexing everything (per call 4-15 s, not 108 then 252 s;
+# peak RSS 890 MB, not 2.1 GB).
 _SEGMENT_KB = 150_000
 _RESCORED = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0))
 
@@ -79,9 +82,7 @@ def new_shard(path: Path, dim: int, *, sparse: bool = False) -> qe.EdgeShard:
     config = qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold),
         sparse_vectors=sparse_vectors,
-        quantization_config=qe.ScalarQuantizationConfig(
-            type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Cached
-        ),
+        quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Cold),
         optimizers=qe.EdgeOptimizersConfig(max_segment_size=_SEGMENT_KB),
     )
     shard = qe.EdgeShard.create(str(path), config)
@@ -92,6 +93,13 @@ def new_shard(path: Path, dim: int, *, sparse: bool = False) -> qe.EdgeShard:
 
 def _sparse(words: Sparse) -> qe.SparseVector:
     return qe.SparseVector(indices=list(words.indices), values=list(words.values))
+
+
+def edge_point(point_id: Any, vector: Sequence[float], words: Sparse | None, payload: dict[str, Any]) -> qe.Point:
+    """One point as a shard stores it: the dense vector unnamed, and the BM25 one beside it where the shard has it."""
+    return qe.Point(
+        id=point_id, vector=vector if words is None else {"": vector, SPARSE_VECTOR: _sparse(words)}, payload=payload
+    )
 
 
 class EdgeFolder:
@@ -134,22 +142,22 @@ class EdgeFolder:
                 self._shards[name] = qe.EdgeShard.load(str(self.root / SHARDS / name))
             return self._shards[name]
 
-    def install(self, name: str, build: Any) -> None:
+    def install(self, name: str, build: Callable[[Path], T]) -> T:
         """Create or replace shard ``name`` with ``build(path)`` (which leaves it closed) under a temporary name,
         then rename it into place: a crash or a failed build midway leaves the previous shard, or none, never a
-        half-made one."""
+        half-made one. Returns what ``build`` returned."""
         with self.guard:
             tmp, target = self.root / SHARDS / f"{_NEW}{name}", self.root / SHARDS / name
             shutil.rmtree(tmp, ignore_errors=True)
             check_room(self.root, 0)
             try:
-                build(tmp)
+                built = build(tmp)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             if not target.exists():
                 os.rename(tmp, target)
-                return
+                return built
             shard = self._shards.pop(name, None)
             if shard is not None:
                 shard.close()
@@ -157,6 +165,7 @@ class EdgeFolder:
             os.rename(target, retired)
             os.rename(tmp, target)
             shutil.rmtree(retired)
+            return built
 
     def drop(self, name: str) -> None:
         with self.guard:
@@ -284,6 +293,14 @@ class EdgeStore(VectorStore):
     def _has_sparse(self, name: str) -> bool:
         return SPARSE_VECTOR in self.folder.sparse_vectors(name)
 
+    def _add_text_vectors(self) -> bool:
+        from flows.rag.store_carry import add_text_vectors
+
+        with self.folder.guard:  # once, though a flow's tasks write from several threads
+            if not self._has_sparse(self.collection):
+                add_text_vectors(self.folder, self.collection, self.dim)
+        return True
+
     def _write(
         self,
         ids: list[str],
@@ -294,7 +311,7 @@ class EdgeStore(VectorStore):
     ) -> None:
         check_room(self.folder.root, _ROOM_FACTOR * request_bytes)
         points = [
-            qe.Point(id=i, vector=v if sparse is None else {"": v, SPARSE_VECTOR: _sparse(sparse[n])}, payload=p)
+            edge_point(i, v, None if sparse is None else sparse[n], p)
             for n, (i, v, p) in enumerate(zip(ids, vectors, payloads, strict=True))
         ]
         try:

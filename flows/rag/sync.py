@@ -39,7 +39,8 @@ from flows.rag.config import RagConfig, RagOptions, load_config
 from flows.rag.ingest_batch import run_batch
 from flows.rag.plan import ModelChoice, SyncPlan, choose_model, known_documents, plan_sync
 from flows.rag.report import render_sync_report
-from flows.rag.resources import RagResources, SourceSpec, open_resources
+from flows.rag.resources import RagResources, open_resources
+from flows.rag.source_spec import SourceSpec
 from flows.rag.sources.base import ChangeSet, Source
 from flows.rag.sources.local import LocalFolderSpec
 

@@ -19,7 +19,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.rag.config import RagOptions, load_config
 from flows.rag.drift import REINGEST_KINDS, Drift, find_drift, tally_points
-from flows.rag.resources import RagResources, SourceSpec, open_resources
+from flows.rag.resources import RagResources, open_resources
+from flows.rag.source_spec import SourceSpec
 from flows.rag.sync import decide_model, rag_sync
 
 _POINT_FIELDS = ("source_id", "doc_id", "version")

