@@ -5,8 +5,8 @@ temporary name and renamed into place once complete (``EdgeFolder.install``). Tw
 - the old embedded store (qdrant-client's local mode: meta.json, collection/<name>/storage.sqlite), carried over
   to Qdrant Edge in the same folder on first open: a shard per collection, then the aliases; the old files are
   moved aside last (into ``local-mode-carried-over/``, for the user to delete);
-- a shard made before hybrid search (dense vectors only), rebuilt with text vectors when a writer first opens it
-  (``EdgeStore.ensure_collection``); readers meanwhile search it by vector alone.
+- a shard made before hybrid search (dense vectors only), rebuilt with text vectors before the first write to it
+  (``VectorStore.upsert``); readers meanwhile search it by vector alone.
 
 Safe to interrupt: a build stopped midway leaves the previous shard (or none), never a half-made one.
 """
@@ -75,7 +75,7 @@ def copy_points(pages: Iterable[Sequence[Record]], path: Path, dim: int) -> int:
     copied = 0
     try:
         for page in pages:
-            points = [edge_point(i, list(v), encode_document(str(p.get("text", ""))), p) for i, v, p in page]
+            points = [edge_point(i, v, encode_document(str(p.get("text", ""))), p) for i, v, p in page]
             if points:
                 shard.update(qe.UpdateOperation.upsert_points(points))
             copied += len(points)

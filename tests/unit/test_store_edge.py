@@ -111,7 +111,7 @@ def test_the_old_embedded_store_is_carried_over_without_re_embedding(
     store.ensure_collection()
 
     assert store.collections() == [COLLECTION] and store.alias_target() == COLLECTION
-    assert store.count() == 150
+    assert store.count() == 150 and store.serves_hybrid()  # each point got the BM25 vector of its text
     assert dict(store.points()) == dict(zip(ids, payloads, strict=True))
     [hit] = store.search(vectors[70].tolist(), 1)
     assert hit.id == ids[70] and hit.score == pytest.approx(1.0, abs=1e-4)
