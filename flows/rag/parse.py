@@ -149,21 +149,27 @@ def parse_file(path: str, filename: str, options: ChunkingOptions) -> ParsedDocu
         parts = _read(path, filename, options, Path(work), notes, attachment=None)
     if not any(part.elements for part in parts):
         raise ParseProblem(SKIPPED, "no extractable text (empty document, or a scan OCR found no words in)")
-    if options.max_run_chars:
-        cut = 0
-        for part in parts:
-            for element in part.elements:
+    cut = 0
+    for part in parts:
+        for element in part.elements:
+            element.text = whole_characters(element.text)
+            if options.max_run_chars:
                 element.text, count = cap_runs(element.text, options.max_run_chars)
                 cut += count
-        if cut:
-            notes.append(
-                f"{cut} run(s) of over {options.max_run_chars} characters without a space cut to"
-                f" {options.max_run_chars} (max_run_chars, SWARM_MAX_RUN_CHARS)"
-            )
+    if cut:
+        notes.append(
+            f"{cut} run(s) of over {options.max_run_chars} characters without a space cut to"
+            f" {options.max_run_chars} (max_run_chars, SWARM_MAX_RUN_CHARS)"
+        )
     chunks: list[Chunk] = []
     split = 0
-    for part in parts:
-        split += _chunk_part(part, options, chunks)
+    try:
+        for part in parts:
+            split += _chunk_part(part, options, chunks)
+    except ParseProblem:
+        raise
+    except Exception as exc:  # a text the chunker or the tokenizer cannot take fails this file, not its batch
+        raise ParseProblem(FAILED, f"cannot chunk: {one_line(exc)}") from None
     return ParsedDocument(
         chunks=chunks, split_chunks=split, ocr_pages=sum(len(p.ocr_pages) for p in parts), notes=notes
     )
@@ -374,6 +380,18 @@ _SPACELESS_SCRIPTS = re.compile(
     "[\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"
     "\uff00-\uffef\U00020000-\U0003ffff]"
 )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str) -> str:
+    """``text`` with each UTF-16 surrogate pair joined into the one character it encodes, and a lone half made
+    U+FFFD. pdfium gives a character beyond the BMP (U+10144, in a manual's Greek numerals) as its two halves,
+    which the tokenizer refuses ("TextInputSequence must be str")."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def cap_runs(text: str, limit: int) -> tuple[str, int]:

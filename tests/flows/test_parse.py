@@ -18,6 +18,7 @@ from flows.rag.parse import (
     configure_offline_parsing,
     fit_to_window,
     parse_file,
+    whole_characters,
 )
 from flows.rag.text_types import spacy_on_every_text
 from testkit.documents import TOPICS, make_bad_files, make_corpus, write_owner_locked_pdf, write_sectioned_pdf
@@ -130,6 +131,48 @@ def test_a_run_without_spaces_is_cut_to_the_limit_and_counted(tmp_path: Path) ->
     assert parsed.notes == [
         "1 run(s) of over 200 characters without a space cut to 200 (max_run_chars, SWARM_MAX_RUN_CHARS)"
     ]
+
+
+def test_utf16_halves_become_the_character_they_encode_and_a_lone_half_a_replacement() -> None:
+    text = "Greek numeral \ud800\udd44 and café"
+    assert whole_characters(text) == "Greek numeral \U00010144 and café"
+    assert whole_characters("lone \ud800 half") == "lone \ufffd half"
+    assert whole_characters("plain text") == "plain text"
+
+
+def test_a_pdf_glyph_beyond_the_bmp_is_chunked_as_one_character(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pdfium reads U+10144 as two UTF-16 halves; the tokenizer refused them and failed the whole batch."""
+    from unstructured.documents.elements import NarrativeText
+
+    from flows.rag import parse
+
+    page = tmp_path / "numerals.pdf"
+    page.write_bytes(b"%PDF-1.4 stand-in: _read is replaced below")
+    element = NarrativeText("The acrophonic numeral \ud800\udd44 stands for fifty in Attic inscriptions.")
+    monkeypatch.setattr(parse, "_read", lambda *args, **kwargs: [parse._Part(None, [element])])
+    parsed = parse_file(str(page), page.name, ChunkingOptions(MODEL, 800, 600, 80, 200))
+    assert [chunk.text for chunk in parsed.chunks] == [
+        "The acrophonic numeral \U00010144 stands for fifty in Attic inscriptions."
+    ]
+
+
+def test_a_text_the_chunker_cannot_take_fails_its_file_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.rag import parse
+
+    def refuse(text: str, model: str) -> None:
+        raise TypeError("TextInputSequence must be str")
+
+    page = tmp_path / "notes.md"
+    page.write_text("# Tides\n\nTides follow the moon around the earth.\n")
+    monkeypatch.setattr(parse, "fit_to_window", refuse)
+    with pytest.raises(ParseProblem) as raised:
+        parse_file(str(page), page.name, ChunkingOptions(MODEL, 800, 600, 80, 200))
+    assert raised.value.status == "failed"
+    assert raised.value.reason == "cannot chunk: TextInputSequence must be str"
 
 
 def test_cap_runs_cuts_blobs_but_leaves_prose_of_scripts_written_without_spaces() -> None:
