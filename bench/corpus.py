@@ -8,11 +8,13 @@ from pathlib import Path
 
 PYTHON_DOC_LIBRARY = Path("/usr/share/doc/python3.11/html/library")
 POSTGRES_DOC = Path("/usr/share/doc/postgresql-doc-15/html")
+TEXLIVE_PDF_DOC = Path("/usr/share/doc/texlive-doc/latex/base")
 
-# corpus name -> (Debian package, folder of its HTML pages)
+# corpus name -> (Debian package, folder of its documents)
 CORPORA = {
     "python-doc": ("python3.11-doc", PYTHON_DOC_LIBRARY),  # ~317 library reference pages
     "postgres-doc": ("postgresql-doc-15", POSTGRES_DOC),  # ~1,170 manual pages
+    "texlive-pdf": ("texlive-latex-base-doc", TEXLIVE_PDF_DOC),  # LaTeX's base manuals, as PDF
 }
 
 
