@@ -154,7 +154,7 @@ def load_encoder(folder: Path, dtype: torch.dtype) -> nn.Module:
         encoder = BertEncoder(config)
         try:
             encoder.load_state_dict(_renamed(load_file(str(folder / _WEIGHTS))), strict=True)
-        except RuntimeError:  # weights of another shape or naming than BertModel's: transformers knows them
+        except (KeyError, RuntimeError):  # weights of another shape or naming than BertModel's: transformers knows them
             pass
         else:
             return encoder.to(dtype).eval()
