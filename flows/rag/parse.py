@@ -166,7 +166,7 @@ def parse_file(path: str, filename: str, options: ChunkingOptions) -> ParsedDocu
     try:
         for part in parts:
             split += _chunk_part(part, options, chunks)
-    except ParseProblem:
+    except (ParseProblem, MemoryError):  # a MemoryError is the parser process's limit: its caller names it
         raise
     except Exception as exc:  # a text the chunker or the tokenizer cannot take fails this file, not its batch
         raise ParseProblem(FAILED, f"cannot chunk: {one_line(exc)}") from None

@@ -175,6 +175,22 @@ def test_a_text_the_chunker_cannot_take_fails_its_file_in_one_line(
     assert raised.value.reason == "cannot chunk: TextInputSequence must be str"
 
 
+def test_running_out_of_memory_while_chunking_is_left_to_the_parser_processs_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_with_deadline names the address-space limit; a 'cannot chunk' line would hide it."""
+    from flows.rag import parse
+
+    def exhausted(text: str, model: str) -> None:
+        raise MemoryError
+
+    page = tmp_path / "notes.md"
+    page.write_text("# Tides\n\nTides follow the moon around the earth.\n")
+    monkeypatch.setattr(parse, "fit_to_window", exhausted)
+    with pytest.raises(MemoryError):
+        parse_file(str(page), page.name, ChunkingOptions(MODEL, 800, 600, 80, 200))
+
+
 def test_cap_runs_cuts_blobs_but_leaves_prose_of_scripts_written_without_spaces() -> None:
     assert cap_runs("see " + "A" * 300 + " and " + "b" * 30, 100) == ("see " + "A" * 100 + " and " + "b" * 30, 1)
     chinese = "冰川是缓慢流动的冰河，它们在向下移动时切割出山谷。" * 20
