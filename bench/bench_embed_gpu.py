@@ -187,9 +187,9 @@ def stage_memory(embedder: Any, ids: list[list[int]], args: argparse.Namespace) 
     while start < len(widths):
         end = batch_end(widths, start, args.stage_batch, budget)
         largest, start = max(largest, (end - start) * widths[end - 1]), end
-    config = embedder.model.config
+    shape = embedder.model.shape
     per_token = activation_bytes_per_token(
-        config.hidden_size, config.intermediate_size, config.num_attention_heads, embedder.window, 2
+        shape.hidden_size, shape.intermediate_size, shape.num_attention_heads, embedder.window, 2
     )
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()

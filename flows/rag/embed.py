@@ -34,6 +34,7 @@ from flows.common.errors import ConfigError, SwarmError
 from flows.rag.config import Precision, RagConfig
 from flows.rag.embed_plan import (
     DEFAULT_BATCH_TOKENS,
+    EncoderShape,
     activation_bytes_per_token,
     gpu_token_budget,
     is_out_of_memory,
@@ -118,11 +119,10 @@ class GpuNeed(NamedTuple):
         return gpu_token_budget(free, self.weights, self.per_token, self.window)
 
 
-def gpu_need(
-    hidden: int, intermediate: int | None, heads: int, weight_bytes: int, element_bytes: int, window: int
-) -> GpuNeed:
-    """From the transformer's shape (config.json's hidden_size, intermediate_size, num_attention_heads)."""
-    per_token = activation_bytes_per_token(hidden, intermediate or 4 * hidden, heads, window, element_bytes)
+def gpu_need(shape: EncoderShape, weight_bytes: int, element_bytes: int, window: int) -> GpuNeed:
+    per_token = activation_bytes_per_token(
+        shape.hidden_size, shape.intermediate_size, shape.num_attention_heads, window, element_bytes
+    )
     return GpuNeed(weight_bytes, per_token, window)
 
 
@@ -139,9 +139,8 @@ def gpu_need_of(model: str, precision: Precision) -> GpuNeed:
             header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
         parameters += sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
     element = _ELEMENT_BYTES[choose_precision("cuda", precision, None)]
-    shape = json.loads((transformer / "config.json").read_text())
-    hidden, intermediate, heads = shape["hidden_size"], shape.get("intermediate_size"), shape["num_attention_heads"]
-    return gpu_need(hidden, intermediate, heads, parameters * element, element, load_tokenizer(model)[1])
+    shape = EncoderShape.of(json.loads((transformer / "config.json").read_text()))
+    return gpu_need(shape, parameters * element, element, load_tokenizer(model)[1])
 
 
 class Embedded(NamedTuple):
@@ -204,10 +203,8 @@ class Embedder:
         cannot fit); logged once per process, as the model is loaded once."""
         torch = self._torch
         free, total = torch.cuda.mem_get_info()
-        config = self.model.config
         weights = sum(t.numel() * t.element_size() for t in [*self.model.parameters(), *self.model.buffers()])
-        shape = config.hidden_size, getattr(config, "intermediate_size", None), config.num_attention_heads
-        need = gpu_need(*shape, weights, self.model.dtype.itemsize, self.window)
+        need = gpu_need(self.model.shape, weights, self.model.dtype.itemsize, self.window)
         budget = need.budget(free)
         log.info(
             "%s: %d of %d MiB free at load, %d MiB of weights, ~%d KiB per padded token: forward passes of at most"

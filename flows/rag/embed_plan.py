@@ -13,9 +13,9 @@ that does not fit even alone fails by itself, and the other rows keep their vect
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flows.common.errors import ConfigError
 
@@ -33,6 +33,20 @@ DEFAULT_BATCH_TOKENS = 131_072
 # allocator's rounding and fragmentation, cuBLAS workspaces, the batch's inputs and the pooled vectors kept until
 # the group is copied back.
 GPU_MEMORY_SHARE = 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderShape:
+    """What the memory estimate needs of a transformer, from its config.json (or a loaded model's config)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> EncoderShape:
+        hidden = config["hidden_size"]
+        return cls(hidden, config.get("intermediate_size") or 4 * hidden, config["num_attention_heads"])
 
 
 def activation_bytes_per_token(hidden: int, intermediate: int, heads: int, width: int, element_bytes: int) -> int:

@@ -12,7 +12,6 @@ AutoModel: same interface, same vectors. tests/flows/test_embed.py checks both a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from flows.rag.embed_plan import EncoderShape
+
 # Hugging Face's activation names for the two GELUs: exact (erf) and the tanh approximation.
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 _WEIGHTS = "model.safetensors"
-
-
-@dataclass(frozen=True, slots=True)
-class EncoderShape:
-    """What the GPU memory estimate needs of a model (flows/rag/embed_plan.py)."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
 
 
 class _Layer(nn.Module):
@@ -60,14 +52,14 @@ class BertEncoder(nn.Module):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        self.config = EncoderShape(config["hidden_size"], config["intermediate_size"], config["num_attention_heads"])
+        self.shape = EncoderShape.of(config)
         hidden, eps = config["hidden_size"], config.get("layer_norm_eps", 1e-12)
         self.word = nn.Embedding(config["vocab_size"], hidden)
         self.position = nn.Embedding(config["max_position_embeddings"], hidden)
         self.token_type = nn.Embedding(config.get("type_vocab_size", 2), hidden)
         self.embed_norm = nn.LayerNorm(hidden, eps=eps)
         approximate = _ACTIVATIONS[config.get("hidden_act", "gelu")]
-        self.layers = nn.ModuleList(_Layer(self.config, eps, approximate) for _ in range(config["num_hidden_layers"]))
+        self.layers = nn.ModuleList(_Layer(self.shape, eps, approximate) for _ in range(config["num_hidden_layers"]))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -135,7 +127,7 @@ class _AutoModelEncoder(nn.Module):
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
-        self.config = model.config
+        self.shape = EncoderShape.of(model.config.to_dict())
 
     @property
     def dtype(self) -> torch.dtype:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.corpus import PYTHON_DOC_LIBRARY
+from bench.corpus import PYTHON_DOC_LIBRARY, TEXLIVE_PDF_DOC
 from flows.rag.model_files import load_tokenizer
 from flows.rag.parse import (
     ChunkingOptions,
@@ -156,6 +156,14 @@ def test_a_pdf_glyph_beyond_the_bmp_is_chunked_as_one_character(
     assert [chunk.text for chunk in parsed.chunks] == [
         "The acrophonic numeral \U00010144 stands for fifty in Attic inscriptions."
     ]
+
+
+@pytest.mark.skipif(not (TEXLIVE_PDF_DOC / "encguide.pdf").is_file(), reason="texlive-latex-base-doc is not installed")
+def test_the_latex_encoding_guide_s_greek_numerals_are_read_as_whole_characters() -> None:
+    """The real file that stopped a 60-file ingest: pdfium gives its U+10144 as two UTF-16 halves."""
+    parsed = parse_file(str(TEXLIVE_PDF_DOC / "encguide.pdf"), "encguide.pdf", ChunkingOptions(MODEL, 1000, 1000, 0, 0))
+    text = " ".join(chunk.text for chunk in parsed.chunks)
+    assert "\U00010144" in text and not any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def test_a_text_the_chunker_cannot_take_fails_its_file_in_one_line(

