@@ -4,15 +4,15 @@ flows/rag/store_edge.py), side by side.
     .venv/bin/python bench/bench_store.py --sizes 20000 100000 1000000
 
 Per size and store, in a fresh process each (so peak RSS is that store's own): write points/s (2,000-point upserts
-of random 384-d vectors with a ~500-character text payload), open (close, then reopen the same directory), the first
-search after it (what it faults in), search p50/p95 (k=5, 50 more queries) and filtered search p50 (k=5, on a
-keyword field with a payload index on Edge; local mode has none and scans), and peak RSS: all resident pages
-(ru_maxrss) and, in brackets, the anonymous ones alone (sampled every 0.2 s), since ru_maxrss also counts the pages
-of Edge's memory-mapped files, which the kernel reclaims under pressure. Edge's writes go through the store's byte
-budget (8 MB requests) with its six payload indexes, and its index is built by ``optimize()`` every OPTIMIZE_EVERY
-points and at the end, as an ingest optimizes after each batch (a million points left unindexed until the end held 9
-GB), timed apart. Local mode keeps every point in Python memory and is skipped above LOCAL_MODE_MAX points (it needs
-~28 GB and minutes to open at 1M). Writes bench/out/store.json."""
+of random 384-d vectors with a ~500-character text payload, made outside the clock), open (close, then reopen the
+same directory), the first search after it (what it faults in), search p50/p95 (k=5, 50 more queries) and filtered
+search p50 (k=5, on a keyword field with a payload index on Edge; local mode has none and scans), and peak RSS:
+all resident pages (ru_maxrss) and, in brackets, the anonymous ones alone (sampled every 0.2 s), since ru_maxrss
+also counts the pages of Edge's memory-mapped files, which the kernel reclaims under pressure. Edge's writes go
+through the store's byte budget (8 MB requests) with its six payload indexes, and its index is built by
+``optimize()`` every OPTIMIZE_EVERY points and at the end, as an ingest optimizes after each batch (a million points
+left unindexed until the end held 9 GB), timed apart. Local mode keeps every point in Python memory and is skipped
+above LOCAL_MODE_MAX points (it needs ~28 GB and minutes to open at 1M). Writes bench/out/store.json."""
 
 from __future__ import annotations
 
@@ -68,15 +68,16 @@ def _local(path: Path, size: int) -> dict[str, float]:
 
     client = QdrantClient(path=str(path))
     client.create_collection("bench", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
-    started = time.perf_counter()
+    write_s = 0.0
     for start in range(0, size, BATCH):
         ids, vectors, payloads = _data(size, start)
+        started = time.perf_counter()
         points = [
             models.PointStruct(id=i, vector=v.tolist(), payload=p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
         client.upsert("bench", points=points, wait=True)
-    write_s = time.perf_counter() - started
+        write_s += time.perf_counter() - started
     client.close()
     started = time.perf_counter()
     client = QdrantClient(path=str(path))
@@ -99,8 +100,9 @@ def _edge(path: Path, size: int) -> dict[str, float]:
     store.ensure_collection()
     write_s = optimize_s = 0.0
     for start in range(0, size, BATCH):
+        batch = _data(size, start)  # the bench's own input, made outside the clock as an ingest's comes embedded
         started = time.perf_counter()
-        store.upsert(*_data(size, start))
+        store.upsert(*batch)
         write_s += time.perf_counter() - started
         written = min(start + BATCH, size)
         if written == size or (OPTIMIZE_EVERY and written % OPTIMIZE_EVERY == 0):

@@ -11,7 +11,6 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 
 # BM25's usual constants: how fast repeats of a term stop adding (k1), how much a long chunk is discounted (b).
 K1 = 1.2
@@ -22,7 +21,8 @@ B = 0.75
 # guess that is off only shifts how much a long chunk is discounted.
 AVG_LEN = 70.0
 
-_WORD = re.compile(r"\w+")
+# Runs of two or more word characters: a single character is never a term, so the regex engine drops it.
+_TERM = re.compile(r"\w\w+")
 # Common English words that say little about a chunk (single characters are dropped anyway).
 # fmt: off
 STOP_WORDS = frozenset({
@@ -42,20 +42,26 @@ class Sparse:
     values: tuple[float, ...]
 
 
-def _is_term(word: str) -> bool:
-    return len(word) > 1 and word not in STOP_WORDS
-
-
 def terms(text: str) -> list[str]:
     """Lowercased words (runs of word characters), without stop-words and single characters."""
-    return [word for word in _WORD.findall(text.lower()) if _is_term(word)]
+    return [word for word in _TERM.findall(text.lower()) if word not in STOP_WORDS]
 
 
-@lru_cache(maxsize=1 << 16)  # a corpus repeats its words: most lookups are hits (a few MB at most)
+# A corpus repeats its words, so most lookups are hits. A plain dict, emptied when full (a few tens of MB at
+# most): its lookup costs a third of functools.lru_cache's.
+_INDEX_CACHE: dict[str, int] = {}
+_INDEX_CACHE_MAX = 1 << 18
+
+
 def term_index(term: str) -> int:
     """A term's dimension: CRC-32 of its UTF-8, stable across processes (Python's hash() is salted per process)
     and within the engines' 32-bit sparse indices."""
-    return zlib.crc32(term.encode("utf-8"))
+    index = _INDEX_CACHE.get(term)
+    if index is None:
+        if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
+            _INDEX_CACHE.clear()
+        index = _INDEX_CACHE[term] = zlib.crc32(term.encode("utf-8"))
+    return index
 
 
 def encode_document(text: str) -> Sparse:
@@ -64,14 +70,14 @@ def encode_document(text: str) -> Sparse:
     length = 0
     # Counted per distinct word first (Counter's loop is C), then indexed: an upsert spends most of its Python
     # time here. Two words that share an index add up, as if counted by index.
-    for word, n in Counter(_WORD.findall(text.lower())).items():
-        if _is_term(word):
+    for word, n in Counter(_TERM.findall(text.lower())).items():
+        if word not in STOP_WORDS:
             index = term_index(word)
             counts[index] = counts.get(index, 0) + n
             length += n
     norm = K1 * (1 - B + B * length / AVG_LEN)
-    indices = tuple(sorted(counts))
-    return Sparse(indices, tuple(counts[i] * (K1 + 1) / (counts[i] + norm) for i in indices))
+    indices = sorted(counts)
+    return Sparse(tuple(indices), tuple([counts[i] * (K1 + 1) / (counts[i] + norm) for i in indices]))
 
 
 def encode_query(text: str) -> Sparse:

@@ -61,10 +61,13 @@ def dense_vector(vector: Any) -> list[float]:
     return list(vector[""] if isinstance(vector, dict) else vector)
 
 
+_EMPTY_SPARSE_BYTES = value_bytes({"indices": [], "values": []})
+
+
 def _sparse_bytes(sparse: Sparse) -> int:
     """JSON size of a sparse vector, numbers counted like payload numbers (an upper bound for both): what
     value_bytes gives for {"indices": [...], "values": [...]}, without walking the lists."""
-    return value_bytes({"indices": [], "values": []}) + 2 * (FLOAT_JSON_BYTES + 1) * len(sparse.indices)
+    return _EMPTY_SPARSE_BYTES + 2 * (FLOAT_JSON_BYTES + 1) * len(sparse.indices)
 
 
 class UpsertError(SwarmError):
@@ -143,7 +146,7 @@ class VectorStore(ABC):
         for batch in byte_batches(sizes, self.request_budget_bytes):
             self._write(
                 [ids[i] for i in batch],
-                [vectors[i].tolist() for i in batch],
+                vectors[batch.start : batch.stop].tolist(),  # one call per request, not one per row
                 None if sparse is None else [sparse[i] for i in batch],
                 [payloads[i] for i in batch],
                 sum(sizes[i] for i in batch),

@@ -6,7 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
+import pytest
+
+from flows.rag import sparse
 from flows.rag.sparse import AVG_LEN, K1, encode_document, encode_query, term_index, terms
 
 TEXT = "Invoice 2024-117 for the Zyzzyva beetle survey; the survey's invoice is due."
@@ -63,3 +67,12 @@ def test_the_query_and_the_document_share_indices_and_each_query_term_weighs_one
     assert set(query.indices) <= set(encode_document(TEXT).indices)
     assert list(encode_document(TEXT).indices) == sorted(encode_document(TEXT).indices)
     assert encode_query("the of and").indices == ()
+
+
+def test_a_full_index_cache_is_emptied_and_indices_stay_crc32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sparse, "_INDEX_CACHE", {})
+    monkeypatch.setattr(sparse, "_INDEX_CACHE_MAX", 3)
+    words = [f"word{n}" for n in range(10)]
+    assert [term_index(w) for w in words] == [zlib.crc32(w.encode("utf-8")) for w in words]
+    assert len(sparse._INDEX_CACHE) <= 3
+    assert term_index("wörd") == zlib.crc32("wörd".encode())
