@@ -67,11 +67,12 @@ install_monitoring() {
 # Parsing runs Debian's document tools: tesseract (OCR), LibreOffice (doc/ppt/xls/odp/ods), pandoc (odt/rtf/epub),
 # poppler (renders scanned pages). Both modes install them: every node that parses needs them, and a node without
 # them records the affected files as failed, naming the package. Only a failed install with --test stops here (the
-# tests need them); otherwise it warns and the rest goes on. bzip2-doc's manual is the tests' scanned-page source.
+# tests need them); otherwise it warns and the rest goes on. bzip2-doc's manual is the tests' scanned-page source,
+# texlive-latex-base-doc's manuals their real PDFs.
 install_doc_tools() {
   local pkgs="tesseract-ocr tesseract-ocr-eng poppler-utils pandoc libreoffice-core libreoffice-writer"
   pkgs="$pkgs libreoffice-calc libreoffice-impress"
-  [ -z "$extras" ] || pkgs="$pkgs bzip2-doc"
+  [ -z "$extras" ] || pkgs="$pkgs bzip2-doc texlive-latex-base-doc"
   local p missing="" sudo=""
   for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q " installed$" || missing="$missing $p"

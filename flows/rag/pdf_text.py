@@ -4,7 +4,8 @@ unstructured's ``fast`` strategy spends most of a text PDF's parse interpreting 
 Python (bench/bench_parse_formats.py profiles it). pdfium reads the same characters in native code; their boxes are
 then grouped into lines and text boxes by pdfminer's own rules (its ``group_objects`` and ``group_textlines``, with
 the LAParams unstructured passes), so that each box is the text unstructured would have made an element of. The
-elements are then built, typed, ordered and merged by unstructured's own functions, as its ``fast`` partition does.
+elements are then built and typed by unstructured's own functions, their list items joined and their boxes put in
+reading order (flows/rag/pdf_order.py) as its ``fast`` partition does.
 
 Only what pdfminer would lay out horizontally is read (its ``detect_vertical`` is off, as in unstructured).
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.rag import text_types
+from flows.rag.pdf_order import Points, reading_order
 
 # pdfminer's LAParams as unstructured's partition_pdf sets them (its word margin is unstructured's, 0.185).
 LINE_OVERLAP = 0.5
@@ -222,15 +224,54 @@ def _box_text(box: list[Line]) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+# A box continues the list item before it when it starts within the item's box widened by these fractions of its
+# width and height (unstructured's fast strategy uses the same margins).
+LIST_ITEM_SLACK_X = 0.2
+LIST_ITEM_SLACK_Y = 0.3
+
+
+def _continues(points: Points, item: Points) -> bool:
+    """Whether a box with corners ``points`` ((x0, top), (x0, bottom), (x1, bottom), (x1, top)) continues the list
+    item whose own box is ``item``: it starts at or right of the item's left edge, ends within its widened right
+    edge, and its top lies within the item's widened top and bottom."""
+    (left, top), (_, bottom), (right, _), _ = item
+    slack_x, slack_y = LIST_ITEM_SLACK_X * (right - left), LIST_ITEM_SLACK_Y * (bottom - top)
+    x0, y0, x1 = points[0][0], points[0][1], points[2][0]
+    return left <= x0 and x1 < right + slack_x and top - slack_y < y0 < bottom + slack_y
+
+
+def join_list_items(elements: list[Any], system: Any) -> list[Any]:
+    """A page's elements with each list item's continuation boxes (the boxes right after it that ``_continues``)
+    joined into it: text after a space, box grown to cover both. Any other box ends the item."""
+    from unstructured.documents.elements import CoordinatesMetadata, ListItem
+
+    joined: list[Any] = []
+    item, item_box = None, None
+    for element in elements:
+        points = element.metadata.coordinates.points
+        if isinstance(element, ListItem):
+            item, item_box = element, points
+        elif item is not None and item_box is not None and _continues(points, item_box):
+            grown = item.metadata.coordinates.points
+            x0, top = min(grown[0][0], points[0][0]), min(grown[0][1], points[0][1])
+            x1, bottom = max(grown[2][0], points[2][0]), max(grown[1][1], points[1][1])
+            item.text = f"{item.text} {element.text}"
+            item.metadata.coordinates = CoordinatesMetadata(
+                points=((x0, top), (x0, bottom), (x1, bottom), (x1, top)), system=system
+            )
+            continue
+        else:
+            item, item_box = None, None
+        joined.append(element)
+    return joined
+
+
 def pdf_elements(path: str, filename: str) -> list[Any]:
     """unstructured's elements of the PDF's text layer, each with its page number and coordinates."""
     import pypdfium2 as pdfium
     from unstructured.documents.coordinates import PixelSpace
     from unstructured.documents.elements import CoordinatesMetadata, ElementMetadata
-    from unstructured.partition.pdf import _combine_list_elements
     from unstructured.partition.text import element_from_text
-    from unstructured.partition.utils.constants import SORT_MODE_BASIC, SORT_MODE_XY_CUT
-    from unstructured.partition.utils.sorting import sort_page_elements
 
     pages: list[tuple[Any, list[tuple[str, tuple[tuple[float, float], ...]]]]] = []
     document = pdfium.PdfDocument(path)
@@ -265,6 +306,6 @@ def pdf_elements(path: str, filename: str) -> list[Any]:
             )
             element.metadata.detection_origin = "pdfium"
             page_elements.append(element)
-        ordered = sort_page_elements(_combine_list_elements(page_elements, system), SORT_MODE_BASIC)
-        elements += sort_page_elements(ordered, SORT_MODE_XY_CUT)
+        joined = join_list_items(page_elements, system)
+        elements += [joined[i] for i in reading_order([e.metadata.coordinates.points for e in joined])]
     return elements

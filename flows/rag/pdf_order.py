@@ -1,0 +1,73 @@
+"""Reading order of a PDF page's text boxes: top down first, then by recursive XY-cut, the order unstructured's
+``fast`` strategy gives them, in numpy alone.
+
+unstructured's own XY-cut module compiles its projection loop with numba: importing and compiling it cost each
+parser process ~100 MB and ~0.85 s at its first PDF (docs/benchmarks.md, "Parser memory").
+
+XY-cut: the boxes' shadows on the x axis leave gaps that cut the page into columns, read left to right; each
+column's shadows on the y axis cut it into rows, read top down; a row that holds several boxes is cut again the
+same way, columns first. Boxes are shrunk first (SHRINK) so that two boxes that merely touch leave a gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Points = tuple[tuple[float, float], ...]  # corners ((x0, top), (x0, bottom), (x1, bottom), (x1, top))
+
+# Each box keeps its top-left corner and this fraction of its width and height (unstructured's default).
+SHRINK = 0.9
+
+
+def reading_order(corners: Sequence[Points]) -> list[int]:
+    """The boxes' indices in reading order: sorted by (top, left), then XY-cut. A page with a box reaching past
+    its top or left edge (a negative coordinate) keeps the (top, left) order, as unstructured does."""
+    by_position = sorted(range(len(corners)), key=lambda i: (corners[i][0][1], corners[i][0][0]))
+    if not corners or any(x < 0 or y < 0 for points in corners for x, y in points):
+        return by_position
+    boxes = np.asarray([_shrunk(corners[i]) for i in by_position], dtype=np.int64).reshape(-1, 4)
+    out: list[int] = []
+    _cut(boxes, np.asarray(by_position, dtype=np.int64), out)
+    return out
+
+
+def _shrunk(points: Points) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) in whole units, width and height shrunk to SHRINK of themselves."""
+    left, top = int(points[0][0]), int(points[0][1])
+    right, bottom = int(points[2][0]), int(points[2][1])
+    width, height = right - left, bottom - top
+    return left, top, int(right - (width - width * SHRINK)), int(bottom - (height - height * SHRINK))
+
+
+def _segments(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """The runs [start, end) of whole positions that some box's shadow [start, end) covers, in order. A box
+    narrower than one unit still covers its start, so that every box falls in a run and none is lost."""
+    ends = np.maximum(ends, starts + 1)
+    coverage = np.zeros(int(ends.max()) + 1, dtype=np.int64)
+    np.add.at(coverage, starts, 1)
+    np.add.at(coverage, ends, -1)
+    covered = np.flatnonzero(np.cumsum(coverage) > 0)
+    breaks = np.flatnonzero(np.diff(covered) > 1)
+    run_starts = [int(covered[0]), *(int(i) for i in covered[breaks + 1])]
+    run_ends = [*(int(i) + 1 for i in covered[breaks]), int(covered[-1]) + 1]
+    return list(zip(run_starts, run_ends, strict=True))
+
+
+def _cut(boxes: np.ndarray, ids: np.ndarray, out: list[int]) -> None:
+    """Append ``ids`` (one per row of ``boxes``) in XY-cut order, columns first."""
+    by_left = boxes[:, 0].argsort()
+    boxes, ids = boxes[by_left], ids[by_left]
+    for c0, c1 in _segments(boxes[:, 0], boxes[:, 2]):
+        inside = (c0 <= boxes[:, 0]) & (boxes[:, 0] < c1)
+        column, column_ids = boxes[inside], ids[inside]
+        by_top = column[:, 1].argsort()
+        column, column_ids = column[by_top], column_ids[by_top]
+        rows = _segments(column[:, 1], column[:, 3])
+        if len(rows) == 1:
+            out.extend(int(i) for i in column_ids)
+            continue
+        for r0, r1 in rows:
+            inside = (r0 <= column[:, 1]) & (column[:, 1] < r1)
+            _cut(column[inside], column_ids[inside], out)
