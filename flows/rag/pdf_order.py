@@ -1,8 +1,9 @@
 """Reading order of a PDF page's text boxes: top down first, then by recursive XY-cut, the order unstructured's
-``fast`` strategy gives them, in numpy alone.
+``fast`` strategy gives them, without numba.
 
 unstructured's own XY-cut module compiles its projection loop with numba: importing and compiling it cost each
-parser process ~100 MB and ~0.85 s at its first PDF (docs/benchmarks.md, "Parser memory").
+parser process ~100 MB and ~0.85 s at its first PDF (docs/benchmarks.md, "Parser memory"). Here a shadow is an
+interval, merged with the others, not a count per position up to the farthest box.
 
 XY-cut: the boxes' shadows on the x axis leave gaps that cut the page into columns, read left to right; each
 column's shadows on the y axis cut it into rows, read top down; a row that holds several boxes is cut again the
@@ -42,17 +43,16 @@ def _shrunk(points: Points) -> tuple[int, int, int, int]:
 
 
 def _segments(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
-    """The runs [start, end) of whole positions that some box's shadow [start, end) covers, in order. A box
-    narrower than one unit still covers its start, so that every box falls in a run and none is lost."""
-    ends = np.maximum(ends, starts + 1)
-    coverage = np.zeros(int(ends.max()) + 1, dtype=np.int64)
-    np.add.at(coverage, starts, 1)
-    np.add.at(coverage, ends, -1)
-    covered = np.flatnonzero(np.cumsum(coverage) > 0)
-    breaks = np.flatnonzero(np.diff(covered) > 1)
-    run_starts = [int(covered[0]), *(int(i) for i in covered[breaks + 1])]
-    run_ends = [*(int(i) + 1 for i in covered[breaks]), int(covered[-1]) + 1]
-    return list(zip(run_starts, run_ends, strict=True))
+    """The runs [start, end) of whole positions that some box's shadow [start, end) covers, in order: shadows
+    that overlap or touch make one run. A box narrower than one unit still covers its start, so that every box
+    falls in a run and none is lost. Merged as intervals, so a box far out (a huge coordinate) costs nothing."""
+    runs: list[list[int]] = []
+    for start, end in sorted(zip(starts.tolist(), np.maximum(ends, starts + 1).tolist(), strict=True)):
+        if runs and start <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], end)
+        else:
+            runs.append([start, end])
+    return [(start, end) for start, end in runs]
 
 
 def _cut(boxes: np.ndarray, ids: np.ndarray, out: list[int]) -> None:

@@ -60,6 +60,13 @@ def test_a_box_one_unit_wide_is_kept() -> None:
     assert reading_order(page) == [0, 1, 2]
 
 
+def test_a_box_far_out_costs_no_memory() -> None:
+    """A shadow is an interval, not a histogram of every position up to the farthest box (unstructured's: a box at
+    x = 10^12 would need 8 TB)."""
+    page = [box(1e12, 100, 1e12 + 50, 130), box(40, 100, 280, 130)]
+    assert reading_order(page) == [1, 0]
+
+
 def test_a_box_past_the_page_s_edge_leaves_the_page_in_top_down_order() -> None:
     page = [box(320, 100, 560, 130), box(40, -5, 280, 20), box(40, 300, 280, 330)]
     assert reading_order(page) == _unstructured_order(page) == [1, 0, 2]
