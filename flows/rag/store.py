@@ -129,10 +129,10 @@ class VectorStore(ABC):
         return False
 
     def upsert(self, ids: Sequence[str], vectors: Any, payloads: Sequence[dict[str, Any]]) -> None:
-        """Write points in requests below the byte budget, whatever the document's size; upserts by id are
-        idempotent, so a request retried after a lost answer writes each point once. Each point's sparse vector
-        comes from its payload's ``text``, where the collection has one (or gets one before its first write
-        here: an embedded one made before hybrid search)."""
+        """Write points (``vectors``: a 2-D numpy array, a row per id) in requests below the byte budget, whatever
+        the document's size; upserts by id are idempotent, so a request retried after a lost answer writes each
+        point once. Each point's sparse vector comes from its payload's ``text``, where the collection has one (or
+        gets one before its first write here: an embedded one made before hybrid search)."""
         if len(ids) != len(payloads) or len(ids) != len(vectors):
             raise ValueError(f"upsert got {len(ids)} ids, {len(vectors)} vectors and {len(payloads)} payloads")
         if not self.has_sparse(self.collection) and self._add_text_vectors():
