@@ -29,9 +29,7 @@ def reading_order(corners: Sequence[Points]) -> list[int]:
     if not corners or any(x < 0 or y < 0 for points in corners for x, y in points):
         return by_position
     boxes = np.asarray([_shrunk(corners[i]) for i in by_position], dtype=np.int64).reshape(-1, 4)
-    out: list[int] = []
-    _cut(boxes, np.asarray(by_position, dtype=np.int64), out)
-    return out
+    return _cut(boxes, np.asarray(by_position, dtype=np.int64))
 
 
 def _shrunk(points: Points) -> tuple[int, int, int, int]:
@@ -55,19 +53,32 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
     return [(start, end) for start, end in runs]
 
 
-def _cut(boxes: np.ndarray, ids: np.ndarray, out: list[int]) -> None:
-    """Append ``ids`` (one per row of ``boxes``) in XY-cut order, columns first."""
-    by_left = boxes[:, 0].argsort()
-    boxes, ids = boxes[by_left], ids[by_left]
-    for c0, c1 in _segments(boxes[:, 0], boxes[:, 2]):
-        inside = (c0 <= boxes[:, 0]) & (boxes[:, 0] < c1)
-        column, column_ids = boxes[inside], ids[inside]
-        by_top = column[:, 1].argsort()
-        column, column_ids = column[by_top], column_ids[by_top]
-        rows = _segments(column[:, 1], column[:, 3])
-        if len(rows) == 1:
-            out.extend(int(i) for i in column_ids)
+def _cut(boxes: np.ndarray, ids: np.ndarray) -> list[int]:
+    """``ids`` (one per row of ``boxes``) in XY-cut order, columns first. Each step replaces the first region left
+    by its columns, or a column by its rows, in place, until every region is one row of one column: a loop, not a
+    recursion, so a page nested deeper than Python's stack (a hostile PDF) costs time, not the file."""
+    out: list[int] = []
+    pending: list[tuple[np.ndarray, np.ndarray] | np.ndarray] = [(boxes, ids)]  # a region to cut, or ids to emit
+    while pending:
+        work = pending.pop()
+        if isinstance(work, np.ndarray):
+            out.extend(int(i) for i in work)
             continue
-        for r0, r1 in rows:
-            inside = (r0 <= column[:, 1]) & (column[:, 1] < r1)
-            _cut(column[inside], column_ids[inside], out)
+        region, region_ids = work
+        steps: list[tuple[np.ndarray, np.ndarray] | np.ndarray] = []
+        by_left = region[:, 0].argsort()
+        region, region_ids = region[by_left], region_ids[by_left]
+        for c0, c1 in _segments(region[:, 0], region[:, 2]):
+            inside = (c0 <= region[:, 0]) & (region[:, 0] < c1)
+            column, column_ids = region[inside], region_ids[inside]
+            by_top = column[:, 1].argsort()
+            column, column_ids = column[by_top], column_ids[by_top]
+            rows = _segments(column[:, 1], column[:, 3])
+            if len(rows) == 1:
+                steps.append(column_ids)
+                continue
+            for r0, r1 in rows:
+                inside = (r0 <= column[:, 1]) & (column[:, 1] < r1)
+                steps.append((column[inside], column_ids[inside]))
+        pending += reversed(steps)  # the first step is taken next
+    return out

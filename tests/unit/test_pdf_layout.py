@@ -67,6 +67,22 @@ def test_a_box_far_out_costs_no_memory() -> None:
     assert reading_order(page) == [1, 0]
 
 
+def test_a_page_nested_deeper_than_python_s_stack_is_ordered() -> None:
+    """Each level: a heading across the level, below it a box on the left that runs to the page's foot, and the
+    next level to its right. unstructured's recursive XY-cut raises RecursionError at this depth, which would fail
+    the file."""
+    levels = 1200  # Python's default limit is 1,000 frames
+    foot = 20.0 * levels + 40
+    page: list[Points] = []
+    for level in range(levels):
+        x0, top = 20.0 * level, 20.0 * level
+        page.append(box(x0, top, 20.0 * levels + 20, top + 10))  # the level's heading
+        page.append(box(x0, top + 20, x0 + 10, foot))  # the box on the left, beside the next level
+    with pytest.raises(RecursionError):
+        _unstructured_order(page)
+    assert reading_order(page) == list(range(2 * levels))
+
+
 def test_a_box_past_the_page_s_edge_leaves_the_page_in_top_down_order() -> None:
     page = [box(320, 100, 560, 130), box(40, -5, 280, 20), box(40, 300, 280, 330)]
     assert reading_order(page) == _unstructured_order(page) == [1, 0, 2]
