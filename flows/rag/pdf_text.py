@@ -231,9 +231,9 @@ LIST_ITEM_SLACK_Y = 0.3
 
 
 def _continues(points: Points, item: Points) -> bool:
-    """Whether a box with corners ``points`` ((x0, top), (x0, bottom), (x1, bottom), (x1, top)) continues the list
-    item whose own box is ``item``: it starts at or right of the item's left edge, ends within its widened right
-    edge, and its top lies within the item's widened top and bottom."""
+    """Whether a box with corners ``points`` continues the list item whose own box is ``item``: it starts at or
+    right of the item's left edge, ends within its widened right edge, and its top lies within the item's widened
+    top and bottom."""
     (left, top), (_, bottom), (right, _), _ = item
     slack_x, slack_y = LIST_ITEM_SLACK_X * (right - left), LIST_ITEM_SLACK_Y * (bottom - top)
     x0, y0, x1 = points[0][0], points[0][1], points[2][0]
@@ -246,22 +246,22 @@ def join_list_items(elements: list[Any], system: Any) -> list[Any]:
     from unstructured.documents.elements import CoordinatesMetadata, ListItem
 
     joined: list[Any] = []
-    item, item_box = None, None
+    item: tuple[Any, Points] | None = None  # the open list item and its own box, before anything joined it
     for element in elements:
         points = element.metadata.coordinates.points
         if isinstance(element, ListItem):
-            item, item_box = element, points
-        elif item is not None and item_box is not None and _continues(points, item_box):
-            grown = item.metadata.coordinates.points
+            item = element, points
+        elif item is not None and _continues(points, item[1]):
+            grown = item[0].metadata.coordinates.points
             x0, top = min(grown[0][0], points[0][0]), min(grown[0][1], points[0][1])
             x1, bottom = max(grown[2][0], points[2][0]), max(grown[1][1], points[1][1])
-            item.text = f"{item.text} {element.text}"
-            item.metadata.coordinates = CoordinatesMetadata(
+            item[0].text = f"{item[0].text} {element.text}"
+            item[0].metadata.coordinates = CoordinatesMetadata(
                 points=((x0, top), (x0, bottom), (x1, bottom), (x1, top)), system=system
             )
             continue
         else:
-            item, item_box = None, None
+            item = None
         joined.append(element)
     return joined
 
@@ -273,7 +273,7 @@ def pdf_elements(path: str, filename: str) -> list[Any]:
     from unstructured.documents.elements import CoordinatesMetadata, ElementMetadata
     from unstructured.partition.text import element_from_text
 
-    pages: list[tuple[Any, list[tuple[str, tuple[tuple[float, float], ...]]]]] = []
+    pages: list[tuple[Any, list[tuple[str, Points]]]] = []
     document = pdfium.PdfDocument(path)
     try:
         for page in document:
